@@ -1,0 +1,226 @@
+//! The live inventory of one run: the recorded entries (indexed), the bodies
+//! plugins may name, and what was missed. Plugins reach it through the
+//! `inventory` import; the proxy reaches it to serve blobs and to report.
+//!
+//! A plugin names a body only by an id this catalog issued: replay can serve
+//! nothing but files the content named.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use crate::inventory::index::{Index, Insert};
+use crate::inventory::{Body, Entry};
+use crate::plugin::bindings as wit;
+
+/// A body the host can serve or record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobRef {
+    pub file: Option<PathBuf>,
+    pub size: u64,
+    /// SRI SHA-256, when known.
+    pub hash: Option<String>,
+}
+
+#[derive(Default, Debug)]
+pub struct Stats {
+    pub added: AtomicU64,
+    pub added_bytes: AtomicU64,
+    pub unchanged: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub errors: AtomicU64,
+    /// Exchanges answered by upstream in full: what capture could record.
+    pub completed: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    index: RwLock<Index>,
+    blobs: RwLock<HashMap<String, BlobRef>>,
+    misses: Mutex<BTreeSet<(String, String)>>,
+    errors: Mutex<Vec<String>>,
+    pub stats: Stats,
+    /// Print one line per recorded entry (capture).
+    pub announce: bool,
+}
+
+impl Catalog {
+    pub fn from_entries(entries: Vec<Entry>) -> Self {
+        let catalog = Self::default();
+        {
+            let mut index = catalog.index.write().unwrap();
+            let mut blobs = catalog.blobs.write().unwrap();
+            for entry in entries {
+                if let Some(body) = &entry.body {
+                    blobs.insert(blob_id(body), blob_ref(body));
+                }
+                index.insert(entry);
+            }
+        }
+        catalog
+    }
+
+    /// An empty catalog that prints one line per recorded entry (capture).
+    pub fn announcing() -> Self {
+        Self {
+            announce: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.read().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Makes a body the host streamed nameable by plugins; returns its id.
+    pub fn register_blob(&self, blob: BlobRef) -> String {
+        let id = blob.hash.clone().unwrap_or_else(|| {
+            format!(
+                "file:{}",
+                blob.file
+                    .as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default()
+            )
+        });
+        self.blobs
+            .write()
+            .unwrap()
+            .entry(id.clone())
+            .or_insert(blob);
+        id
+    }
+
+    pub fn blob(&self, id: &str) -> Option<BlobRef> {
+        self.blobs.read().unwrap().get(id).cloned()
+    }
+
+    pub fn get(&self, method: &str, url: &str) -> Option<wit::Entry> {
+        let index = self.index.read().unwrap();
+        let e = index.get(method, url)?;
+        Some(wit::Entry {
+            method: e.method.clone(),
+            url: e.url.clone(),
+            fetch_url: e.fetch_url.clone(),
+            status: e.status,
+            headers: e
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            body: e.body.as_ref().map(|b| wit::Blob {
+                id: blob_id(b),
+                size: b.size.unwrap_or(0),
+            }),
+        })
+    }
+
+    pub fn put(&self, e: wit::Entry) -> Result<wit::PutOutcome, String> {
+        let body = match &e.body {
+            None => None,
+            Some(blob) => {
+                let known = self
+                    .blob(&blob.id)
+                    .ok_or_else(|| format!("body {:?} was not issued by the host", blob.id))?;
+                Some(Body {
+                    hash: known.hash,
+                    size: Some(known.size),
+                    file: known.file,
+                })
+            }
+        };
+        let size = body.as_ref().and_then(|b| b.size);
+        let entry = Entry {
+            method: e.method.to_ascii_uppercase(),
+            url: e.url,
+            fetch_url: e.fetch_url,
+            name: None,
+            status: e.status,
+            headers: e
+                .headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
+            body,
+        };
+        let (status, url) = (entry.status, entry.url.clone());
+        let outcome = self.index.write().unwrap().insert(entry);
+        Ok(match outcome {
+            Insert::Added => {
+                self.stats.added.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .added_bytes
+                    .fetch_add(size.unwrap_or(0), Ordering::Relaxed);
+                if self.announce {
+                    eprintln!("buildproxy: {status} {:>10} {url}", human_size(size));
+                }
+                wit::PutOutcome::Added
+            }
+            Insert::Unchanged => {
+                self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+                wit::PutOutcome::Unchanged
+            }
+            Insert::Conflict { .. } => {
+                self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+                wit::PutOutcome::Conflict
+            }
+        })
+    }
+
+    pub fn record_miss(&self, method: &str, url: &str) {
+        eprintln!("buildproxy: MISS {method} {url}");
+        self.misses
+            .lock()
+            .unwrap()
+            .insert((method.to_string(), url.to_string()));
+    }
+
+    pub fn misses(&self) -> Vec<(String, String)> {
+        self.misses.lock().unwrap().iter().cloned().collect()
+    }
+
+    /// An exchange that failed (upstream error, plugin fault): for the summary.
+    pub fn record_error(&self, what: String) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.errors.lock().unwrap().push(what);
+    }
+
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().unwrap().clone()
+    }
+
+    pub fn entries(&self) -> Vec<Entry> {
+        self.index.read().unwrap().entries_sorted()
+    }
+}
+
+fn blob_id(body: &Body) -> String {
+    match (&body.hash, &body.file) {
+        (Some(h), _) => h.clone(),
+        (None, Some(f)) => format!("file:{}", f.display()),
+        (None, None) => String::new(),
+    }
+}
+
+fn blob_ref(body: &Body) -> BlobRef {
+    BlobRef {
+        file: body.file.clone(),
+        size: body.size.unwrap_or(0),
+        hash: body.hash.clone(),
+    }
+}
+
+pub fn human_size(size: Option<u64>) -> String {
+    match size {
+        None => "-".into(),
+        Some(n) if n < 1024 => format!("{n} B"),
+        Some(n) if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
+        Some(n) if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        Some(n) => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+    }
+}

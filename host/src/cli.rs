@@ -1,0 +1,139 @@
+//! The command line. Flags shared by every mode live in [`Common`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "buildproxy",
+    version,
+    about = "Capture a build's downloads as Nix fetchurl calls, and replay them in the sandbox"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run COMMAND (or a shell) behind the proxy and record what it downloads.
+    Capture(CaptureArgs),
+    /// Answer COMMAND's downloads from captured content, with no network.
+    Replay(ReplayArgs),
+    /// A plain intercepting proxy: plugins run, nothing is recorded or replayed.
+    Proxy(ProxyArgs),
+    /// List the bundled plugins, or precompile them into a directory.
+    Plugins(PluginsArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Common {
+    /// Address to listen on. The default picks a free loopback port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Add a plugin (a WebAssembly component) to the chain, after the
+    /// bundled ones; `=CONFIG` passes it a config string. Repeatable.
+    #[arg(long = "plugin", value_name = "PATH.wasm[=CONFIG]")]
+    pub plugins: Vec<String>,
+    /// Start from an empty chain instead of the bundled plugins.
+    #[arg(long)]
+    pub no_default_plugins: bool,
+    /// Use this CA certificate (PEM) instead of a fresh one per run.
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The key of --ca-cert (PKCS#8 PEM).
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Wall-clock budget of one plugin hook call.
+    #[arg(long, default_value_t = 1000)]
+    pub plugin_deadline_ms: u64,
+    /// Memory one plugin instance may use.
+    #[arg(long, default_value_t = 256)]
+    pub plugin_memory_mib: usize,
+    /// Largest body buffered for a plugin that asks for one.
+    #[arg(long, default_value_t = 64)]
+    pub plugin_body_limit_mib: usize,
+    /// Compiled-plugin cache directory [default: $XDG_CACHE_HOME/buildproxy/plugins].
+    #[arg(long, env = "BUILDPROXY_PLUGIN_CACHE")]
+    pub plugin_cache: Option<PathBuf>,
+    /// Send loopback traffic (localhost, 127.0.0.1, ::1) through the proxy
+    /// too; by default clients reach loopback directly.
+    #[arg(long)]
+    pub proxy_loopback: bool,
+    /// Print `export` lines for the client environment on stdout.
+    #[arg(long)]
+    pub print_env: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The file to write (nix-buildproxy's format).
+    #[arg(long, short, default_value = "proxy_content.nix")]
+    pub output: PathBuf,
+    /// Also keep every captured body in DIR, content-addressed, so replay
+    /// works without Nix (`replay --store DIR`).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Keep the entries already in the output file and add the new ones.
+    #[arg(long)]
+    pub merge: bool,
+    /// Trust this CA for upstream servers too (PEM). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// The command to run; a shell when absent.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The JSON Nix builds from a proxy_content.nix (`mkContent`).
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    pub content: Option<PathBuf>,
+    /// A directory written by `capture --store`.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Besides /nix/store, directories `--content` files may point into.
+    #[arg(long = "allow-root", value_name = "DIR")]
+    pub allow_roots: Vec<PathBuf>,
+    /// Exit non-zero when any request was not in the content.
+    #[arg(long)]
+    pub strict: bool,
+    /// Start in the background, print `export` lines, return once listening.
+    /// The proxy exits when the calling process (the shell) exits.
+    #[arg(long, conflicts_with = "command")]
+    pub detach: bool,
+    /// Internal: serve until this process exits (used by --detach).
+    #[arg(long, hide = true)]
+    pub serve_for_pid: Option<i32>,
+    /// The command to run; with neither this nor --detach, serve until
+    /// interrupted.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ProxyArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Trust this CA for upstream servers too (PEM). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+    /// The command to run; with none, serve until interrupted.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PluginsArgs {
+    /// Compile the bundled plugins into DIR (for packaging: point
+    /// BUILDPROXY_PLUGIN_CACHE at it and start-up does not compile).
+    #[arg(long, value_name = "DIR")]
+    pub precompile: Option<PathBuf>,
+}

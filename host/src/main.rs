@@ -1,0 +1,40 @@
+//! The `buildproxy` binary: parses the command line, sets up logging, runs
+//! a mode, and turns its errors into one readable message and exit code 2.
+
+use clap::Parser;
+
+use buildproxy::cli::{Cli, Command};
+use buildproxy::run;
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BUILDPROXY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Capture(a) => run::capture::run(a).await,
+            Command::Replay(a) => run::replay::run(a).await,
+            Command::Proxy(a) => run::proxy::run(a).await,
+            Command::Plugins(a) => run::plugins(a),
+        }
+    });
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("buildproxy: error: {e:#}");
+            2
+        }
+    };
+    // Background tasks (the listener, the epoch ticker) end with the process.
+    runtime.shutdown_background();
+    std::process::exit(code);
+}

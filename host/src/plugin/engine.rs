@@ -1,0 +1,163 @@
+//! The wasmtime engine, its epoch ticker, and the compiled-plugin cache.
+//!
+//! Compiling a plugin with Cranelift takes tens of milliseconds; loading a
+//! compiled one takes a fraction of one. The cache is keyed by the
+//! component's SHA-256 and the engine's compatibility hash, so a different
+//! wasmtime or CPU never loads a stale artifact.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+use super::PluginError;
+use super::bindings::Plugin;
+use super::state::HostState;
+
+/// How often the epoch advances: the granularity of deadlines.
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// Resource limits for every plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Wall-clock budget of one hook call.
+    pub deadline: Duration,
+    /// Linear memory one plugin instance may grow to.
+    pub memory_bytes: usize,
+    /// The largest body the host buffers for a plugin that asked for one.
+    pub body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            deadline: Duration::from_millis(1000),
+            memory_bytes: 256 << 20,
+            body_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Limits {
+    pub fn deadline_ticks(&self) -> u64 {
+        (self.deadline.as_millis() / TICK.as_millis()).max(1) as u64 + 1
+    }
+}
+
+pub struct Runtime {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    pub limits: Limits,
+    cache_dir: Option<PathBuf>,
+}
+
+impl Runtime {
+    pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            })
+            .map_err(|e| PluginError::Engine(e.to_string()))?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+            cache_dir,
+        })
+    }
+
+    /// The user's cache dir, or none when there is no writable home (as in
+    /// the Nix sandbox, where precompiled plugins come from the store).
+    pub fn default_cache_dir() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("BUILDPROXY_PLUGIN_CACHE") {
+            return Some(PathBuf::from(dir));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("buildproxy/plugins"))
+    }
+
+    /// Compiles a component, or loads it from the cache.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(self.cache_key(bytes)));
+        if let Some(path) = &cached
+            && path.exists()
+        {
+            // SAFETY: the cache holds only what `serialize` wrote, keyed by
+            // this engine's compatibility hash; wasmtime checks the header.
+            match unsafe { Component::deserialize_file(&self.engine, path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::debug!("plugin cache {}: {e:#}; recompiling", path.display()),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        if let Some(path) = &cached
+            && let Err(e) = write_cache(path, &component)
+        {
+            tracing::debug!("not caching plugin {name} at {}: {e}", path.display());
+        }
+        Ok(component)
+    }
+
+    /// Writes the compiled form of `bytes` into `dir` (for packaging).
+    pub fn precompile_into(
+        &self,
+        dir: &Path,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, PluginError> {
+        let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
+            name: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+        let path = dir.join(self.cache_key(bytes));
+        write_cache(&path, &component)
+            .map_err(|e| PluginError::Engine(format!("{}: {e}", path.display())))?;
+        Ok(path)
+    }
+
+    fn cache_key(&self, bytes: &[u8]) -> String {
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let mut h = Sha256::new();
+        h.update(bytes);
+        h.update(engine_hash.finish().to_le_bytes());
+        let digest = h.finalize();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}.cwasm")
+    }
+}
+
+fn write_cache(path: &Path, component: &Component) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

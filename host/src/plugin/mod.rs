@@ -1,0 +1,81 @@
+//! The WebAssembly plugin runtime: where policy runs.
+//!
+//! - `engine`: the wasmtime `Engine` (component model, epoch interruption),
+//!   its epoch ticker, and the compiled-component cache.
+//! - `bindings`: the `bindgen!` output for `wit/plugin.wit`, in one place.
+//! - `state`: what a plugin's imports reach (log, the live inventory).
+//! - `chain`: the ordered plugins, their instance pools, and the hook calls
+//!   with fault containment: a trapping or runaway plugin fails one exchange.
+//! - `bundled`: the plugins embedded in the binary.
+//!
+//! This module never does I/O on behalf of a plugin: plugins import only
+//! `log` and `inventory`, no WASI is linked.
+
+pub mod bindings;
+pub mod bundled;
+pub mod chain;
+pub mod engine;
+pub mod state;
+
+pub use chain::{Chain, PluginFault, RequestOutcome};
+pub use engine::{Limits, Runtime};
+
+/// Where a plugin's component bytes come from, and its config string.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    pub name: String,
+    pub bytes: std::sync::Arc<[u8]>,
+    pub config: String,
+}
+
+impl PluginSpec {
+    /// `--plugin PATH.wasm[=CONFIG]`: the name is the file stem.
+    pub fn from_arg(arg: &str) -> Result<Self, PluginError> {
+        let (path, config) = match arg.split_once('=') {
+            Some((p, c)) => (p, c.to_string()),
+            None => (arg, String::new()),
+        };
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        let name = std::path::Path::new(path)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.to_string());
+        Ok(Self {
+            name,
+            bytes: bytes.into(),
+            config,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("reading plugin {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "plugin {name} is not a buildproxy component: {reason}\n  \
+         A plugin must be a WebAssembly *component* (wrap a core module with `buildproxy component IN.wasm OUT.wasm`)."
+    )]
+    Compile { name: String, reason: String },
+    #[error(
+        "plugin {name} does not fit this buildproxy's interface (buildproxy:plugin@0.1.0): {reason}\n  \
+         Rebuild it against wit/plugin.wit of this version, and import nothing but `log` and `inventory` (no WASI)."
+    )]
+    Link { name: String, reason: String },
+    #[error("plugin {name} rejected its config {config:?}: {reason}")]
+    Config {
+        name: String,
+        config: String,
+        reason: String,
+    },
+    #[error("plugin {name} failed while starting: {reason}")]
+    Start { name: String, reason: String },
+    #[error("setting up the wasm engine: {0}")]
+    Engine(String),
+}

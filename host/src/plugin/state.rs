@@ -1,0 +1,44 @@
+//! The host side of a plugin's imports: its log and the live inventory.
+
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+
+use super::bindings::buildproxy::plugin::{inventory, log, types};
+use super::bindings::{Entry, Level, PutOutcome};
+use crate::catalog::Catalog;
+
+/// The data of one plugin instance's `Store`.
+pub struct HostState {
+    pub plugin: Arc<str>,
+    pub catalog: Arc<Catalog>,
+    pub limits: StoreLimits,
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = &*self.plugin;
+        match level {
+            Level::Error => tracing::error!(plugin, "{message}"),
+            Level::Warn => tracing::warn!(plugin, "{message}"),
+            Level::Info => tracing::info!(plugin, "{message}"),
+            Level::Debug => tracing::debug!(plugin, "{message}"),
+        }
+    }
+}
+
+impl inventory::Host for HostState {
+    fn get(&mut self, method: String, url: String) -> Option<Entry> {
+        self.catalog.get(&method, &url)
+    }
+
+    fn put(&mut self, e: Entry) -> Result<PutOutcome, String> {
+        self.catalog.put(e)
+    }
+
+    fn record_miss(&mut self, method: String, url: String) {
+        self.catalog.record_miss(&method, &url)
+    }
+}

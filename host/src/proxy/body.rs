@@ -1,0 +1,276 @@
+//! Bodies that stream: nothing here holds a whole body in memory.
+//!
+//! - [`ChannelBody`]: the client side of a bounded channel. The producer
+//!   waits when the client reads slowly, so memory stays at a few chunks
+//!   whatever the size (back-pressure).
+//! - [`pump`]: upstream → client, hashing (SHA-256) and counting on the way,
+//!   and writing to the content store when asked.
+//! - [`file_body`]: a recorded body from a file, a byte range of it if asked,
+//!   read on the blocking pool in large chunks.
+
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::inventory::store::BlobWriter;
+
+pub type ProxyBody = BoxBody<Bytes, io::Error>;
+
+/// Chunks in flight between producer and client.
+const CHANNEL_DEPTH: usize = 4;
+/// Read size for files: large enough that syscalls and TLS records are few.
+const FILE_CHUNK: usize = 256 << 10;
+/// Files at most this big are read at once instead of on the blocking pool:
+/// a thread hand-off costs more than the read.
+const SMALL_FILE: u64 = 256 << 10;
+
+pub fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+pub struct ChannelBody {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    remaining: Option<u64>,
+}
+
+pub fn channel(len: Option<u64>) -> (mpsc::Sender<io::Result<Bytes>>, ChannelBody) {
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    (tx, ChannelBody { rx, remaining: len })
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                if let Some(r) = &mut self.remaining {
+                    *r = r.saturating_sub(bytes.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// What a completely transferred body was.
+#[derive(Debug, Clone)]
+pub struct Digested {
+    pub sri: String,
+    pub size: u64,
+    /// Where the content store put it, when one is in use.
+    pub file: Option<std::path::PathBuf>,
+}
+
+pub fn sri(digest: &[u8]) -> String {
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Moves `body` to `tx`, hashing it; the result says whether the whole body
+/// went through. A client that hangs up, an upstream reset or a body shorter
+/// than its `content-length` is an error: such a body is never recorded.
+pub async fn pump<B>(
+    mut body: B,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    mut writer: Option<BlobWriter>,
+) -> Result<Digested, String>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                let why = format!("upstream body failed after {size} bytes: {e}");
+                let _ = tx.send(Err(io::Error::other(why.clone()))).await;
+                return Err(why);
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        hasher.update(&data);
+        size += data.len() as u64;
+        if let Some(w) = &mut writer {
+            // Page-cache writes of one chunk are quick; the fsync is not, and
+            // happens off the runtime in `finish`.
+            w.write(&data)
+                .map_err(|e| format!("writing to the content store: {e}"))?;
+        }
+        if tx.send(Ok(data)).await.is_err() {
+            return Err(format!("client went away after {size} bytes"));
+        }
+    }
+    let digest = hasher.finalize();
+    let file = match writer {
+        Some(w) => {
+            let hexd = hex(&digest);
+            Some(
+                tokio::task::spawn_blocking(move || w.finish(&hexd))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        None => None,
+    };
+    Ok(Digested {
+        sri: sri(&digest),
+        size,
+        file,
+    })
+}
+
+/// A byte range of a file (`len` bytes from `start`), streamed.
+pub fn file_body(path: &Path, start: u64, len: u64) -> io::Result<ProxyBody> {
+    let mut file = std::fs::File::open(path)?;
+    if start > 0 {
+        file.seek(SeekFrom::Start(start))?;
+    }
+    if len <= SMALL_FILE {
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact(&mut buf)?;
+        return Ok(full(buf));
+    }
+    let (tx, body) = channel(Some(len));
+    tokio::task::spawn_blocking(move || {
+        let mut left = len;
+        while left > 0 {
+            let mut buf = BytesMut::zeroed(FILE_CHUNK.min(left as usize));
+            match file.read(&mut buf) {
+                Ok(0) => {
+                    let _ = tx.blocking_send(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than its recorded size",
+                    )));
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
+                        return; // client gone
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(body.boxed())
+}
+
+/// A single `Range: bytes=…` against a body of `size` bytes. `None`: serve
+/// the whole body (no header, several ranges, or a unit we do not know —
+/// a server may always ignore Range). `Some(Err(()))`: unsatisfiable (416).
+pub fn parse_range(header: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 || size == 0 {
+            return Some(Err(()));
+        }
+        (size.saturating_sub(n), size - 1)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>().ok()?.min(size.saturating_sub(1))
+        };
+        if start >= size || end < start {
+            return Some(Err(()));
+        }
+        (start, end)
+    };
+    Some(Ok(range))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=50-500", 100), Some(Ok((50, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[tokio::test]
+    async fn file_ranges_stream_without_reading_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let body = file_body(&path, 1000, 600_000).unwrap();
+        let got = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&got[..], &data[1000..601_000]);
+    }
+
+    #[tokio::test]
+    async fn pump_hashes_and_reports_a_client_that_left() {
+        let (tx, rx) = channel(None);
+        drop(rx);
+        let src = full(Bytes::from_static(b"hello"));
+        let err = pump(src, tx, None).await.unwrap_err();
+        assert!(err.contains("client went away"), "{err}");
+
+        let (tx, mut rx) = channel(None);
+        let src = full(Bytes::from_static(b"hello"));
+        let task = tokio::spawn(async move { pump(src, tx, None).await });
+        while rx.frame().await.is_some() {}
+        let d = task.await.unwrap().unwrap();
+        assert_eq!(d.size, 5);
+        assert_eq!(d.sri, "sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=");
+    }
+}

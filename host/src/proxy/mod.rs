@@ -1,0 +1,129 @@
+//! The proxy: listener, CONNECT and TLS interception, and the life of one
+//! exchange. Mechanism only: every decision about content is a plugin's.
+//!
+//! In replay mode `upstream` is `None`: the replay path never opens an
+//! upstream socket, whatever the plugins do.
+
+pub mod body;
+pub mod error;
+pub mod exchange;
+pub mod headers;
+pub mod server;
+pub mod url;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+
+use crate::catalog::Catalog;
+use crate::inventory::store::Store;
+use crate::plugin::{Chain, Limits};
+use crate::tls::Authority;
+use body::ProxyBody;
+
+pub type Upstream = Client<HttpsConnector<HttpConnector>, ProxyBody>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Connecting to an upstream.
+    pub connect: Duration,
+    /// From sending a request upstream to its response head.
+    pub response: Duration,
+    /// A client's request head must arrive within this.
+    pub client_header: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(30),
+            response: Duration::from_secs(300),
+            client_header: Duration::from_secs(60),
+        }
+    }
+}
+
+pub struct Proxy {
+    pub chain: Chain,
+    pub catalog: Arc<Catalog>,
+    pub ca: Arc<Authority>,
+    pub upstream: Option<Upstream>,
+    pub store: Option<Arc<Store>>,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    next_id: AtomicU64,
+    inflight: watch::Sender<usize>,
+}
+
+impl Proxy {
+    pub fn new(
+        chain: Chain,
+        catalog: Arc<Catalog>,
+        ca: Arc<Authority>,
+        upstream: Option<Upstream>,
+        store: Option<Arc<Store>>,
+        limits: Limits,
+        timeouts: Timeouts,
+    ) -> Self {
+        Self {
+            chain,
+            catalog,
+            ca,
+            upstream,
+            store,
+            limits,
+            timeouts,
+            next_id: AtomicU64::new(1),
+            inflight: watch::channel(0).0,
+        }
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts an exchange as running until the guard drops (after its
+    /// `on-complete`), so a capture writes its file only once every
+    /// exchange the build saw has been recorded.
+    fn enter(self: &Arc<Self>) -> InFlight {
+        self.inflight.send_modify(|n| *n += 1);
+        InFlight(self.clone())
+    }
+
+    /// Waits until no exchange is running, or `limit` passes.
+    pub async fn idle(&self, limit: Duration) -> bool {
+        let mut rx = self.inflight.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+    }
+}
+
+pub struct InFlight(Arc<Proxy>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.send_modify(|n| *n -= 1);
+    }
+}
+
+/// The upstream client: HTTP/1.1 and h2 (ALPN), `TCP_NODELAY` on.
+pub fn upstream_client(tls: rustls::ClientConfig, timeouts: &Timeouts) -> Upstream {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeouts.connect));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(https)
+}

@@ -1,0 +1,126 @@
+//! `buildproxy capture`: run the build behind the proxy, then write what it
+//! downloaded as a `proxy_content.nix` (and, with `--store`, keep the bodies).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use super::child::{self, Ended};
+use super::setup;
+use crate::catalog::{Catalog, human_size};
+use crate::cli::CaptureArgs;
+use crate::env::ClientEnv;
+use crate::inventory::store::Store;
+use crate::inventory::{Entry, nix};
+use crate::plugin::bindings::Mode;
+use crate::proxy::upstream_client;
+use crate::tls::upstream;
+
+/// How long finished downloads may take to be recorded after the command
+/// exits (their last bytes may still be in flight).
+const DRAIN: Duration = Duration::from_secs(10);
+
+pub async fn run(args: CaptureArgs) -> Result<i32> {
+    // Read what --merge keeps before anything runs: a malformed file must
+    // stop us before the build does its work.
+    let previous = if args.merge && args.output.exists() {
+        nix::parse(&args.output)?
+    } else {
+        Vec::new()
+    };
+    let store = match &args.store {
+        Some(dir) => Some(Arc::new(Store::open(dir)?)),
+        None => None,
+    };
+    let (roots, root_certs) = upstream::roots(&args.upstream_ca)?;
+    let timeouts = crate::proxy::Timeouts::default();
+    let client = upstream_client(upstream::client_config(roots), &timeouts);
+    let catalog = Arc::new(Catalog::announcing());
+    let running = setup::start(
+        &args.common,
+        Mode::Capture,
+        catalog.clone(),
+        Some(client),
+        store.clone(),
+    )
+    .await?;
+    let env = ClientEnv::prepare(
+        running.addr,
+        running.ca.cert_pem(),
+        &root_certs,
+        args.common.proxy_loopback,
+    )
+    .context("writing the client environment")?;
+    if args.common.print_env {
+        print!("{}", env.exports());
+    }
+    let banner = format!(
+        "buildproxy: capturing through {} into {}. Run your build, then exit this shell.",
+        running.addr,
+        args.output.display()
+    );
+    let ended = child::run(&args.command, &env, &banner).await?;
+    if !running.proxy.idle(DRAIN).await {
+        eprintln!(
+            "buildproxy: some downloads were still running after {} s; they are not recorded",
+            DRAIN.as_secs()
+        );
+    }
+
+    let captured = catalog.entries();
+    let (entries, changed) = merge(previous, captured);
+    for url in &changed {
+        eprintln!("buildproxy: changed since the last capture: {url}");
+    }
+    nix::write_atomic(&args.output, &entries)?;
+    if let Some(store) = &store {
+        store.write_index(&entries)?;
+    }
+    let s = &catalog.stats;
+    let skipped = s.completed.load(Ordering::Relaxed).saturating_sub(
+        s.added.load(Ordering::Relaxed)
+            + s.unchanged.load(Ordering::Relaxed)
+            + s.conflicts.load(Ordering::Relaxed),
+    );
+    let errors = catalog.errors();
+    eprintln!(
+        "buildproxy: wrote {} entries to {} ({} new, {} changed, {}); {} errors, {} skipped, {} conflicting",
+        entries.len(),
+        args.output.display(),
+        s.added.load(Ordering::Relaxed),
+        changed.len(),
+        human_size(Some(s.added_bytes.load(Ordering::Relaxed))),
+        errors.len(),
+        skipped,
+        s.conflicts.load(Ordering::Relaxed),
+    );
+    for e in errors {
+        eprintln!("buildproxy:   error: {e}");
+    }
+    if let Ended::Signalled(sig) = ended {
+        eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
+    }
+    Ok(ended.code())
+}
+
+/// The previous entries, updated by this run's: new URLs are added, a URL
+/// whose recorded status or hash changed takes the new entry and is
+/// reported.
+fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> (Vec<Entry>, Vec<String>) {
+    let key = |e: &Entry| (e.url.clone(), e.method.clone());
+    let mut all: BTreeMap<_, Entry> = previous.into_iter().map(|e| (key(&e), e)).collect();
+    let mut changed = Vec::new();
+    for e in captured {
+        if let Some(old) = all.get(&key(&e)) {
+            let hash = |e: &Entry| e.body.as_ref().and_then(|b| b.hash.clone());
+            if old.status != e.status || hash(old) != hash(&e) {
+                changed.push(e.url.clone());
+            }
+        }
+        all.insert(key(&e), e);
+    }
+    (all.into_values().collect(), changed)
+}

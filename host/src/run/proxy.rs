@@ -1,0 +1,37 @@
+//! `buildproxy proxy`: the intercepting proxy with its plugin chain and
+//! nothing recorded: for trying plugins, and the host's own tests.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::{child, setup};
+use crate::catalog::Catalog;
+use crate::cli::ProxyArgs;
+use crate::env::ClientEnv;
+use crate::plugin::bindings::Mode;
+use crate::proxy::{Timeouts, upstream_client};
+use crate::tls::upstream;
+
+pub async fn run(args: ProxyArgs) -> Result<i32> {
+    let (roots, root_certs) = upstream::roots(&args.upstream_ca)?;
+    let client = upstream_client(upstream::client_config(roots), &Timeouts::default());
+    let catalog = Arc::new(Catalog::default());
+    let running = setup::start(&args.common, Mode::Proxy, catalog, Some(client), None).await?;
+    let env = ClientEnv::prepare(
+        running.addr,
+        running.ca.cert_pem(),
+        &root_certs,
+        args.common.proxy_loopback,
+    )
+    .context("writing the client environment")?;
+    if args.command.is_empty() {
+        print!("{}", env.exports());
+        eprintln!("buildproxy: proxying on {}; Ctrl-C to stop", running.addr);
+        return Ok(128 + child::until_signal().await?);
+    }
+    if args.common.print_env {
+        print!("{}", env.exports());
+    }
+    Ok(child::run(&args.command, &env, "").await?.code())
+}

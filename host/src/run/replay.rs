@@ -1,0 +1,77 @@
+//! `buildproxy replay`: answer a build's downloads from captured content.
+//! The proxy has no upstream client in this mode: it cannot reach the
+//! network, whatever a plugin asks.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use super::child::{self, Ended};
+use super::{detach, setup};
+use crate::catalog::Catalog;
+use crate::cli::ReplayArgs;
+use crate::env::ClientEnv;
+use crate::inventory::{content, store::Store};
+use crate::plugin::bindings::Mode;
+
+pub async fn run(args: ReplayArgs) -> Result<i32> {
+    if args.detach {
+        return detach::launch();
+    }
+    let entries = match (&args.content, &args.store) {
+        (Some(file), _) => content::load(file, &args.allow_roots)?,
+        (None, Some(dir)) => Store::load(dir)?,
+        (None, None) => unreachable!("clap requires --content or --store"),
+    };
+    let catalog = Arc::new(Catalog::from_entries(entries));
+    let running = setup::start(&args.common, Mode::Replay, catalog.clone(), None, None).await?;
+    let env = ClientEnv::prepare(
+        running.addr,
+        running.ca.cert_pem(),
+        &[],
+        args.common.proxy_loopback,
+    )
+    .context("writing the client environment")?;
+    tracing::info!("replaying {} entries on {}", catalog.len(), running.addr);
+
+    let code = if let Some(pid) = args.serve_for_pid {
+        detach::serve(&env, pid).await?;
+        0
+    } else if args.command.is_empty() {
+        print!("{}", env.exports());
+        eprintln!(
+            "buildproxy: replaying {} entries on {}; Ctrl-C to stop",
+            catalog.len(),
+            running.addr
+        );
+        128 + child::until_signal().await?
+    } else {
+        if args.common.print_env {
+            print!("{}", env.exports());
+        }
+        let ended = child::run(&args.command, &env, "").await?;
+        if let Ended::Signalled(sig) = ended {
+            eprintln!("buildproxy: stopped by signal {sig}");
+        }
+        ended.code()
+    };
+    let misses = catalog.misses();
+    if !misses.is_empty() {
+        eprintln!(
+            "buildproxy: {} requests were not in the captured content:",
+            misses.len()
+        );
+        for (method, url) in &misses {
+            eprintln!("buildproxy:   {method} {url}");
+        }
+        eprintln!(
+            "buildproxy: re-run the capture (buildproxy capture -- <build>) so it records them, \
+             or make the build not need them."
+        );
+        if args.strict && code == 0 {
+            eprintln!("buildproxy: --strict: failing because of the misses above");
+            return Ok(1);
+        }
+    }
+    Ok(code)
+}

@@ -1,0 +1,170 @@
+//! The bundled `capture` plugin: decides which exchanges become entries.
+//!
+//! Policy, in order of the hooks:
+//! - `on-request`: the request sent upstream asks for exactly what `fetchurl`
+//!   will download: no `accept-encoding` (fetchurl sends none, so a hash of a
+//!   gzip-encoded body would never match), no `range` and no conditionals (a
+//!   206 or 304 is not the body). The client still gets a valid answer: a
+//!   server may always ignore those headers.
+//! - `on-complete`: a complete GET/HEAD exchange from upstream becomes an
+//!   entry when its status is 2xx (with its body), 3xx (status-only, with
+//!   `location`), or 404/410 (status-only probes). 5xx, 429, other 4xx,
+//!   failed transfers and other methods are skipped and logged.
+//!
+//! Config: empty, or `keep-encoding` to pass `accept-encoding` through (for
+//! upstreams that only serve compressed bodies).
+
+use buildproxy_plugin_sdk::{
+    Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, Source, headers,
+};
+
+/// Response headers worth replaying: they change how a client treats the
+/// body. Hop-by-hop and per-connection headers are the host's business.
+pub const RECORDED_HEADERS: &[&str] = &[
+    "content-disposition",
+    "content-encoding",
+    "content-length",
+    "content-type",
+    "etag",
+    "last-modified",
+    "location",
+];
+
+/// Request headers that would make upstream answer with something other than
+/// the plain body `fetchurl` downloads.
+const STRIPPED_REQUEST_HEADERS: &[&str] = &[
+    "range",
+    "if-range",
+    "if-none-match",
+    "if-modified-since",
+    "if-match",
+    "if-unmodified-since",
+];
+
+#[derive(Default)]
+pub struct Capture {
+    keep_encoding: bool,
+    enabled: bool,
+}
+
+/// What happens to a finished exchange, and why.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Record(Entry),
+    Skip(String),
+}
+
+impl Capture {
+    pub fn decide(summary: &Exchange) -> Decision {
+        let req = &summary.request;
+        if summary.source != Source::Upstream {
+            return Decision::Skip("answered locally".into());
+        }
+        if let Some(err) = &summary.error {
+            return Decision::Skip(format!("transfer failed: {err}"));
+        }
+        let Some(head) = &summary.head else {
+            return Decision::Skip("no response".into());
+        };
+        if req.method != "GET" && req.method != "HEAD" {
+            return Decision::Skip(format!("method {} is not replayable", req.method));
+        }
+        let status = head.status;
+        let keep_body = match status {
+            200..=299 => req.method == "GET",
+            300..=399 | 404 | 410 => false,
+            _ => return Decision::Skip(format!("status {status} is not recorded")),
+        };
+        let body = if keep_body {
+            match &summary.body {
+                Some(blob) => Some(blob.clone()),
+                None => return Decision::Skip("body incomplete".into()),
+            }
+        } else {
+            None
+        };
+        let headers = head
+            .headers
+            .iter()
+            .filter(|(name, _)| RECORDED_HEADERS.contains(&name.as_str()))
+            .filter(|(name, _)| keep_body || name != "content-length")
+            .filter_map(|(n, v)| Some((n.clone(), String::from_utf8(v.clone()).ok()?)))
+            .collect();
+        Decision::Record(Entry {
+            method: req.method.clone(),
+            url: req.url.clone(),
+            fetch_url: None,
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl Plugin for Capture {
+    fn configure(&mut self, _host: &dyn Host, mode: Mode, config: &str) -> Result<(), String> {
+        self.enabled = mode == Mode::Capture;
+        match config.trim() {
+            "" => {}
+            "keep-encoding" => self.keep_encoding = true,
+            other => {
+                return Err(format!(
+                    "unknown option {other:?}; the capture plugin takes an empty config or \"keep-encoding\""
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, _host: &dyn Host, _id: u64, mut req: Request) -> RequestAction {
+        if !self.enabled {
+            return RequestAction::Pass;
+        }
+        let before = req.headers.len();
+        for name in STRIPPED_REQUEST_HEADERS {
+            headers::remove(&mut req.headers, name);
+        }
+        if !self.keep_encoding {
+            headers::remove(&mut req.headers, "accept-encoding");
+        }
+        if req.headers.len() == before {
+            RequestAction::Pass
+        } else {
+            RequestAction::Rewrite(req)
+        }
+    }
+
+    fn on_complete(&mut self, host: &dyn Host, _id: u64, summary: Exchange) {
+        if !self.enabled {
+            return;
+        }
+        match Self::decide(&summary) {
+            Decision::Record(entry) => {
+                let url = entry.url.clone();
+                match host.put(entry) {
+                    Ok(PutOutcome::Conflict) => host.log(
+                        Level::Warn,
+                        &format!(
+                            "{url} answered with a different body than before; keeping the first \
+                             (dynamic content is a reproducibility hazard)"
+                        ),
+                    ),
+                    Ok(_) => {}
+                    Err(e) => host.log(Level::Error, &format!("could not record {url}: {e}")),
+                }
+            }
+            Decision::Skip(why) => host.log(
+                Level::Info,
+                &format!(
+                    "not recorded: {} {} ({why})",
+                    summary.request.method, summary.request.url
+                ),
+            ),
+        }
+    }
+}
+
+buildproxy_plugin_sdk::export_plugin!(Capture);
+
+#[cfg(test)]
+mod tests;

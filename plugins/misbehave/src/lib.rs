@@ -1,0 +1,60 @@
+//! A test fixture, never bundled: a plugin that misbehaves on purpose when a
+//! request's URL contains `/boom`, to prove the host contains plugin faults.
+//!
+//! Config: `trap` (panics, which traps), `loop` (never returns), `grow`
+//! (allocates without bound), `bad-status` (answers status 1000),
+//! `bad-header` (answers a header name with a space), `config-error`
+//! (refuses its config).
+
+use buildproxy_plugin_sdk::{
+    Body, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead,
+};
+
+#[derive(Default)]
+pub struct Misbehave {
+    how: String,
+}
+
+fn answer(status: u16, headers: Vec<(String, Vec<u8>)>) -> RequestAction {
+    RequestAction::Respond(Response {
+        head: ResponseHead { status, headers },
+        body: Body::Bytes(b"misbehaving".to_vec()),
+    })
+}
+
+impl Plugin for Misbehave {
+    fn configure(&mut self, _host: &dyn Host, _mode: Mode, config: &str) -> Result<(), String> {
+        if config == "config-error" {
+            return Err("this fixture refuses its config on purpose".into());
+        }
+        self.how = config.to_string();
+        Ok(())
+    }
+
+    fn on_request(&mut self, _host: &dyn Host, _id: u64, req: Request) -> RequestAction {
+        if !req.url.contains("/boom") {
+            return RequestAction::Pass;
+        }
+        match self.how.as_str() {
+            "trap" => panic!("misbehave: trapping on purpose"),
+            "loop" => {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "grow" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "bad-status" => answer(1000, vec![]),
+            "bad-header" => answer(200, vec![("bad name".into(), b"x".to_vec())]),
+            _ => RequestAction::Pass,
+        }
+    }
+}
+
+buildproxy_plugin_sdk::export_plugin!(Misbehave);

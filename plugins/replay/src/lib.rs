@@ -1,0 +1,139 @@
+//! The bundled `replay` plugin: answers requests from the recorded content.
+//!
+//! - A request is matched on method and full URL (the host normalises scheme,
+//!   host case and default port). HEAD is answered from the GET entry (the
+//!   host sends its headers and length, no body).
+//! - Conditional GETs get 304 when the entry's validators match
+//!   (`if-none-match` against `etag`, `if-modified-since` against an
+//!   identical `last-modified`), else the full entry.
+//! - A miss answers 404 with a body that says what to do, and is reported to
+//!   the host so it can list misses at exit and fail under `--strict`.
+//!
+//! Range requests are the host's: it serves 206 from the file.
+//!
+//! Config: empty.
+
+use buildproxy_plugin_sdk::{
+    Body, Entry, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead, headers,
+};
+
+#[derive(Default)]
+pub struct Replay {
+    enabled: bool,
+}
+
+impl Replay {
+    pub fn answer(host: &dyn Host, req: &Request) -> Response {
+        let lookup = |method: &str| host.get(method, &req.url);
+        let entry = match req.method.as_str() {
+            "HEAD" => lookup("GET").or_else(|| lookup("HEAD")),
+            m => lookup(m),
+        };
+        match entry {
+            Some(entry) => match not_modified(req, &entry) {
+                Some(head) => Response {
+                    head,
+                    body: Body::None,
+                },
+                None => Self::from_entry(entry),
+            },
+            None => {
+                host.record_miss(&req.method, &req.url);
+                miss(req)
+            }
+        }
+    }
+
+    fn from_entry(entry: Entry) -> Response {
+        let headers = entry
+            .headers
+            .into_iter()
+            .map(|(n, v)| (n, v.into_bytes()))
+            .collect();
+        Response {
+            head: ResponseHead {
+                status: entry.status,
+                headers,
+            },
+            body: entry.body.map_or(Body::None, Body::Blob),
+        }
+    }
+}
+
+/// 304 when the client already holds what the entry holds.
+fn not_modified(req: &Request, entry: &Entry) -> Option<ResponseHead> {
+    if entry.status != 200 || req.method != "GET" && req.method != "HEAD" {
+        return None;
+    }
+    let recorded = |name: &str| {
+        entry
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let etag = recorded("etag");
+    let matches = match headers::get(&req.headers, "if-none-match") {
+        // If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+        Some(inm) => etag.is_some_and(|etag| {
+            inm.split(',')
+                .map(str::trim)
+                .any(|t| t == "*" || weak(t) == weak(etag))
+        }),
+        None => headers::get(&req.headers, "if-modified-since")
+            .is_some_and(|ims| recorded("last-modified") == Some(ims.trim())),
+    };
+    matches.then(|| ResponseHead {
+        status: 304,
+        headers: ["etag", "last-modified"]
+            .iter()
+            .filter_map(|n| Some((n.to_string(), recorded(n)?.as_bytes().to_vec())))
+            .collect(),
+    })
+}
+
+fn weak(tag: &str) -> &str {
+    tag.strip_prefix("W/").unwrap_or(tag)
+}
+
+fn miss(req: &Request) -> Response {
+    let text = format!(
+        "buildproxy replay: {} {} is not in the captured content.\n\
+         The build asked for a URL that was not downloaded when the content was captured.\n\
+         Re-run the capture (buildproxy capture -- <your build>) so that it records this URL,\n\
+         or make the build not need it.\n",
+        req.method, req.url
+    );
+    Response {
+        head: ResponseHead {
+            status: 404,
+            headers: vec![
+                ("content-type".into(), b"text/plain; charset=utf-8".to_vec()),
+                ("x-buildproxy-miss".into(), b"1".to_vec()),
+            ],
+        },
+        body: Body::Bytes(text.into_bytes()),
+    }
+}
+
+impl Plugin for Replay {
+    fn configure(&mut self, _host: &dyn Host, mode: Mode, config: &str) -> Result<(), String> {
+        if !config.trim().is_empty() {
+            return Err(format!("the replay plugin takes no config, got {config:?}"));
+        }
+        self.enabled = mode == Mode::Replay;
+        Ok(())
+    }
+
+    fn on_request(&mut self, host: &dyn Host, _id: u64, req: Request) -> RequestAction {
+        if !self.enabled {
+            return RequestAction::Pass;
+        }
+        RequestAction::Respond(Self::answer(host, &req))
+    }
+}
+
+buildproxy_plugin_sdk::export_plugin!(Replay);
+
+#[cfg(test)]
+mod tests;

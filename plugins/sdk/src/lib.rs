@@ -1,0 +1,99 @@
+//! Write a buildproxy plugin as plain Rust.
+//!
+//! A plugin is a type implementing [`Plugin`]; every method has a "no
+//! opinion" default, so implement only the hooks you need. Its logic talks to
+//! the proxy through the [`Host`] trait, which the wasm glue implements with
+//! the real imports and a native test implements with [`testing::MemoryHost`].
+//! [`export_plugin!`] is the only wasm-specific line a plugin writes:
+//!
+//! ```ignore
+//! #[derive(Default)]
+//! struct Pin;
+//! impl buildproxy_plugin_sdk::Plugin for Pin { /* hooks */ }
+//! buildproxy_plugin_sdk::export_plugin!(Pin);
+//! ```
+//!
+//! Build with `cargo build --target wasm32-unknown-unknown --release` and wrap
+//! with `buildproxy component` (see docs/plugins.md).
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_hooks",
+        default_bindings_module: "buildproxy_plugin_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub mod headers;
+pub mod testing;
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod wasm;
+
+pub use bindings::buildproxy::plugin::inventory::{Entry, PutOutcome};
+pub use bindings::buildproxy::plugin::log::Level;
+pub use bindings::buildproxy::plugin::types::{
+    Blob, Body, Exchange, Headers, Mode, Request, Response, ResponseHead, Source,
+};
+pub use bindings::exports::buildproxy::plugin::hooks::{RequestAction, ResponseAction};
+
+/// What the proxy offers a plugin: a log, and the recorded content.
+pub trait Host {
+    fn log(&self, level: Level, message: &str);
+    fn get(&self, method: &str, url: &str) -> Option<Entry>;
+    fn put(&self, entry: Entry) -> Result<PutOutcome, String>;
+    fn record_miss(&self, method: &str, url: &str);
+}
+
+/// A plugin's hooks. Defaults are "no opinion". See wit/plugin.wit for when
+/// each is called; state kept in `self` is per instance, and the host may use
+/// several instances, so per-exchange state must not be relied on across hooks.
+pub trait Plugin {
+    fn configure(&mut self, _host: &dyn Host, _mode: Mode, _config: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn on_request(&mut self, _host: &dyn Host, _id: u64, _req: Request) -> RequestAction {
+        RequestAction::Pass
+    }
+    fn on_response(
+        &mut self,
+        _host: &dyn Host,
+        _id: u64,
+        _req: Request,
+        _head: ResponseHead,
+    ) -> ResponseAction {
+        ResponseAction::Pass
+    }
+    fn on_response_body(
+        &mut self,
+        _host: &dyn Host,
+        _id: u64,
+        _req: Request,
+        _head: ResponseHead,
+        _body: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        None
+    }
+    fn on_complete(&mut self, _host: &dyn Host, _id: u64, _summary: Exchange) {}
+}
+
+/// Exports a `Default` type implementing [`Plugin`] as the component's hooks.
+/// Expands to nothing on native targets, so the crate still builds and tests.
+#[macro_export]
+macro_rules! export_plugin {
+    ($ty:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[unsafe(no_mangle)]
+            extern "Rust" fn __buildproxy_new_plugin() -> ::std::boxed::Box<dyn $crate::Plugin> {
+                ::std::boxed::Box::new(<$ty as ::core::default::Default>::default())
+            }
+            use $crate::wasm::Adapter as BuildproxyAdapter;
+    $crate::bindings::export_hooks!(BuildproxyAdapter with_types_in $crate::bindings);
+        };
+    };
+}

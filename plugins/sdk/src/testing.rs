@@ -1,0 +1,55 @@
+//! An in-memory [`Host`] for testing plugin logic natively, with the same
+//! put semantics as the proxy's inventory (first body wins).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use crate::{Entry, Host, Level, PutOutcome};
+
+#[derive(Default)]
+pub struct MemoryHost {
+    pub entries: RefCell<BTreeMap<(String, String), Entry>>,
+    pub misses: RefCell<Vec<(String, String)>>,
+    pub logs: RefCell<Vec<(Level, String)>>,
+}
+
+impl MemoryHost {
+    pub fn with_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let host = Self::default();
+        for e in entries {
+            let _ = host.put(e);
+        }
+        host
+    }
+}
+
+impl Host for MemoryHost {
+    fn log(&self, level: Level, message: &str) {
+        self.logs.borrow_mut().push((level, message.to_string()));
+    }
+    fn get(&self, method: &str, url: &str) -> Option<Entry> {
+        self.entries
+            .borrow()
+            .get(&(method.to_string(), url.to_string()))
+            .cloned()
+    }
+    fn put(&self, entry: Entry) -> Result<PutOutcome, String> {
+        let key = (entry.method.clone(), entry.url.clone());
+        let mut entries = self.entries.borrow_mut();
+        Ok(match entries.get(&key) {
+            None => {
+                entries.insert(key, entry);
+                PutOutcome::Added
+            }
+            Some(old) if old.status == entry.status && old.body == entry.body => {
+                PutOutcome::Unchanged
+            }
+            Some(_) => PutOutcome::Conflict,
+        })
+    }
+    fn record_miss(&self, method: &str, url: &str) {
+        self.misses
+            .borrow_mut()
+            .push((method.to_string(), url.to_string()));
+    }
+}

@@ -1,0 +1,71 @@
+//! The glue between the component's exports/imports and a [`Plugin`].
+//! Compiled only for wasm; everything else in the SDK is plain Rust.
+
+use std::cell::RefCell;
+
+use crate::bindings::buildproxy::plugin::{inventory, log};
+use crate::bindings::exports::buildproxy::plugin::hooks::Guest;
+use crate::{
+    Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, ResponseAction,
+    ResponseHead,
+};
+
+unsafe extern "Rust" {
+    /// Defined by `export_plugin!` in the plugin crate.
+    fn __buildproxy_new_plugin() -> Box<dyn Plugin>;
+}
+
+thread_local! {
+    static PLUGIN: RefCell<Option<Box<dyn Plugin>>> = const { RefCell::new(None) };
+}
+
+struct Imports;
+
+impl Host for Imports {
+    fn log(&self, level: Level, message: &str) {
+        log::log(level, message)
+    }
+    fn get(&self, method: &str, url: &str) -> Option<Entry> {
+        inventory::get(method, url)
+    }
+    fn put(&self, entry: Entry) -> Result<PutOutcome, String> {
+        inventory::put(&entry)
+    }
+    fn record_miss(&self, method: &str, url: &str) {
+        inventory::record_miss(method, url)
+    }
+}
+
+fn with<R>(f: impl FnOnce(&mut dyn Plugin) -> R) -> R {
+    PLUGIN.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        // SAFETY: `export_plugin!` defines the symbol with this signature.
+        let plugin = slot.get_or_insert_with(|| unsafe { __buildproxy_new_plugin() });
+        f(plugin.as_mut())
+    })
+}
+
+pub struct Adapter;
+
+impl Guest for Adapter {
+    fn configure(mode: Mode, config: String) -> Result<(), String> {
+        with(|p| p.configure(&Imports, mode, &config))
+    }
+    fn on_request(id: u64, req: Request) -> RequestAction {
+        with(|p| p.on_request(&Imports, id, req))
+    }
+    fn on_response(id: u64, req: Request, head: ResponseHead) -> ResponseAction {
+        with(|p| p.on_response(&Imports, id, req, head))
+    }
+    fn on_response_body(
+        id: u64,
+        req: Request,
+        head: ResponseHead,
+        body: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        with(|p| p.on_response_body(&Imports, id, req, head, body))
+    }
+    fn on_complete(id: u64, summary: Exchange) {
+        with(|p| p.on_complete(&Imports, id, summary))
+    }
+}

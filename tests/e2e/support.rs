@@ -1,0 +1,312 @@
+//! Test fixtures: upstream servers on 127.0.0.1 (HTTP and HTTPS, HTTP/1.1
+//! and h2) signed by a CA made at run time, and a running buildproxy.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+use sha2::{Digest, Sha256};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_buildproxy");
+
+/// A compiled test plugin (built by build.rs like the bundled ones).
+pub fn fixture_plugin(name: &str) -> PathBuf {
+    PathBuf::from(env!("OUT_DIR")).join(format!("{name}.wasm"))
+}
+
+/// Deterministic pseudo-random bytes: a body that compresses badly and whose
+/// corruption anywhere shows.
+pub fn payload(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn sri(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes)))
+}
+
+/// A temporary directory for one test, with the test CA written into it.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().unwrap() }
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// The upstream's CA and a leaf for 127.0.0.1, ::1 and localhost.
+pub struct TestCa {
+    pub pem_path: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "upstream test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        leaf.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        leaf.subject_alt_names.push(SanType::IpAddress("::1".parse().unwrap()));
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let pem_path = dir.join("upstream-ca.pem");
+        std::fs::write(&pem_path, ca_cert.pem()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf_cert.der().clone()], key)
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self { pem_path, server: Arc::new(server) }
+    }
+}
+
+/// An upstream that serves:
+/// - `/bytes/<n>[?…]`: n deterministic bytes (seeded by the path+query)
+/// - `/gzip`: a text body, gzip-encoded when the client accepts gzip
+/// - `/status/<code>`: that status, a short body
+/// - `/counter`: a different body every time
+/// - `/redirect?to=<path>`: 302 to that path
+/// and counts requests.
+pub struct Upstream {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+    _rt: Arc<tokio::runtime::Runtime>,
+}
+
+pub const GZIP_TEXT: &str = "buildproxy gzip test body. ";
+
+impl Upstream {
+    pub fn start(ca: &TestCa) -> Self {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let hits = Arc::new(AtomicU64::new(0));
+        let (http, https) = rt.block_on(async {
+            let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            (http, https)
+        });
+        let (http_addr, https_addr) = (http.local_addr().unwrap(), https.local_addr().unwrap());
+        let h = hits.clone();
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = http.accept().await else { continue };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), service_fn(move |r| serve(r, h.clone())))
+                        .await;
+                });
+            }
+        });
+        let h = hits.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = https.accept().await else { continue };
+                let (h, acceptor) = (h.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else { return };
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service_fn(move |r| serve(r, h.clone())))
+                        .await;
+                });
+            }
+        });
+        Self { http: http_addr, https: https_addr, hits, _rt: rt }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.https)
+    }
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve(req: Request<Incoming>, hits: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_string();
+    let pq = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    if let Some(n) = path.strip_prefix("/bytes/") {
+        let n: usize = n.parse().unwrap_or(0);
+        let seed = pq.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+        *resp.body_mut() = Full::new(Bytes::from(payload(n, seed)));
+        resp.headers_mut().insert("content-type", "application/octet-stream".parse().unwrap());
+        resp.headers_mut().insert("etag", format!("\"{seed:x}\"").parse().unwrap());
+    } else if path == "/gzip" {
+        let text = GZIP_TEXT.repeat(200);
+        let gzip = req
+            .headers()
+            .get("accept-encoding")
+            .is_some_and(|v| v.to_str().unwrap_or("").contains("gzip"));
+        if gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(text.as_bytes()).unwrap();
+            *resp.body_mut() = Full::new(Bytes::from(enc.finish().unwrap()));
+            resp.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+        } else {
+            *resp.body_mut() = Full::new(Bytes::from(text));
+        }
+        resp.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        *resp.status_mut() = hyper::StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+        *resp.body_mut() = Full::new(Bytes::from(format!("status {code}\n")));
+    } else if path == "/counter" {
+        static N: AtomicU64 = AtomicU64::new(0);
+        *resp.body_mut() = Full::new(Bytes::from(format!("count {}\n", N.fetch_add(1, Ordering::SeqCst))));
+    } else if path == "/redirect" {
+        let to = req.uri().query().and_then(|q| q.strip_prefix("to=")).unwrap_or("/").to_string();
+        *resp.status_mut() = hyper::StatusCode::FOUND;
+        resp.headers_mut().insert("location", to.parse().unwrap());
+    } else {
+        *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
+    }
+    Ok(resp)
+}
+
+/// A buildproxy serving in the background (`proxy` or `replay` with no
+/// command), with the environment it printed.
+pub struct Running {
+    pub child: Child,
+    pub env: Vec<(String, String)>,
+    pub stderr: Option<std::process::ChildStderr>,
+}
+
+impl Running {
+    /// Starts `buildproxy <args>` and waits for its `export` lines.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut env = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let (k, v) = parse_export(&line);
+            let last = k == "BUILDPROXY_ADDR";
+            env.push((k, v));
+            if last {
+                break;
+            }
+        }
+        if env.is_empty() {
+            let out = child.wait_with_output().unwrap();
+            panic!("buildproxy did not start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let stderr = child.stderr.take();
+        Self { child, env, stderr }
+    }
+
+    pub fn var(&self, name: &str) -> &str {
+        &self.env.iter().find(|(k, _)| k == name).unwrap().1
+    }
+
+    /// Stops it with SIGTERM; returns its exit code and everything it wrote
+    /// on stderr.
+    pub fn stop(mut self) -> (i32, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let mut err = String::new();
+        if let Some(mut s) = self.stderr.take() {
+            std::io::Read::read_to_string(&mut s, &mut err).unwrap();
+        }
+        let status = self.child.wait().unwrap();
+        (status.code().unwrap_or(-1), err)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn parse_export(line: &str) -> (String, String) {
+    let rest = line.strip_prefix("export ").unwrap_or_else(|| panic!("not an export line: {line}"));
+    let (k, v) = rest.split_once('=').unwrap();
+    let v = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(v);
+    (k.to_string(), v.replace("'\\''", "'"))
+}
+
+/// Runs curl with exactly the given environment (plus PATH) and args.
+pub fn curl(env: &[(String, String)], args: &[&str]) -> Output {
+    Command::new("curl")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl is installed (.ci/run installs it)")
+}
+
+/// curl through the proxy; panics unless it succeeded; returns the body.
+pub fn fetch(env: &[(String, String)], args: &[&str]) -> Vec<u8> {
+    let out = curl(env, args);
+    assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// A direct download with the upstream CA: the bytes to compare against.
+pub fn direct(ca: &TestCa, url: &str) -> Vec<u8> {
+    let out = curl(&[], &["--noproxy", "*", "--cacert", ca.pem_path.to_str().unwrap(), "-f", url]);
+    assert!(out.status.success(), "direct {url}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// `(status, body)` of a curl call with `-w '%{http_code}'` appended.
+pub fn status_and_body(env: &[(String, String)], args: &[&str]) -> (u16, String) {
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["-w", "\n%{http_code}"]);
+    let out = curl(env, &a);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
