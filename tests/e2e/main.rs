@@ -1,1 +1,8 @@
+//! End-to-end tests: the real `buildproxy` binary, real clients (curl and
+//! others), upstreams on 127.0.0.1 with a CA made at run time.
+//!
+//! One test binary (one link of wasmtime) with a module per capability.
 
+mod support;
+
+mod proxy;

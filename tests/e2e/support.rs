@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -31,7 +31,9 @@ pub fn fixture_plugin(name: &str) -> PathBuf {
 /// Deterministic pseudo-random bytes: a body that compresses badly and whose
 /// corruption anywhere shows.
 pub fn payload(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -44,7 +46,10 @@ pub fn payload(n: usize, seed: u64) -> Vec<u8> {
 
 pub fn sri(bytes: &[u8]) -> String {
     use base64::Engine as _;
-    format!("sha256-{}", base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes)))
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+    )
 }
 
 /// A temporary directory for one test, with the test CA written into it.
@@ -54,7 +59,9 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -72,25 +79,34 @@ impl TestCa {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::default();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "upstream test CA");
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "upstream test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
         let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        leaf.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        leaf.subject_alt_names.push(SanType::IpAddress("::1".parse().unwrap()));
+        leaf.subject_alt_names
+            .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+        leaf.subject_alt_names
+            .push(SanType::IpAddress("::1".parse().unwrap()));
         let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
         let pem_path = dir.join("upstream-ca.pem");
         std::fs::write(&pem_path, ca_cert.pem()).unwrap();
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![leaf_cert.der().clone()], key)
-            .unwrap();
+        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)
+        .unwrap();
         server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self { pem_path, server: Arc::new(server) }
+        Self {
+            pem_path,
+            server: Arc::new(server),
+        }
     }
 }
 
@@ -129,7 +145,9 @@ impl Upstream {
         let h = hits.clone();
         rt.spawn(async move {
             loop {
-                let Ok((s, _)) = http.accept().await else { continue };
+                let Ok((s, _)) = http.accept().await else {
+                    continue;
+                };
                 let h = h.clone();
                 tokio::spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -142,17 +160,29 @@ impl Upstream {
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
         rt.spawn(async move {
             loop {
-                let Ok((s, _)) = https.accept().await else { continue };
+                let Ok((s, _)) = https.accept().await else {
+                    continue;
+                };
                 let (h, acceptor) = (h.clone(), acceptor.clone());
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else { return };
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
                     let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service_fn(move |r| serve(r, h.clone())))
+                        .serve_connection(
+                            TokioIo::new(tls),
+                            service_fn(move |r| serve(r, h.clone())),
+                        )
                         .await;
                 });
             }
         });
-        Self { http: http_addr, https: https_addr, hits, _rt: rt }
+        Self {
+            http: http_addr,
+            https: https_addr,
+            hits,
+            _rt: rt,
+        }
     }
 
     pub fn http_url(&self, path: &str) -> String {
@@ -166,17 +196,28 @@ impl Upstream {
     }
 }
 
-async fn serve(req: Request<Incoming>, hits: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn serve(
+    req: Request<Incoming>,
+    hits: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
-    let pq = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::new()));
     if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap_or(0);
-        let seed = pq.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+        let seed = pq
+            .bytes()
+            .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
         *resp.body_mut() = Full::new(Bytes::from(payload(n, seed)));
-        resp.headers_mut().insert("content-type", "application/octet-stream".parse().unwrap());
-        resp.headers_mut().insert("etag", format!("\"{seed:x}\"").parse().unwrap());
+        resp.headers_mut()
+            .insert("content-type", "application/octet-stream".parse().unwrap());
+        resp.headers_mut()
+            .insert("etag", format!("\"{seed:x}\"").parse().unwrap());
     } else if path == "/gzip" {
         let text = GZIP_TEXT.repeat(200);
         let gzip = req
@@ -187,19 +228,29 @@ async fn serve(req: Request<Incoming>, hits: Arc<AtomicU64>) -> Result<Response<
             let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             enc.write_all(text.as_bytes()).unwrap();
             *resp.body_mut() = Full::new(Bytes::from(enc.finish().unwrap()));
-            resp.headers_mut().insert("content-encoding", "gzip".parse().unwrap());
+            resp.headers_mut()
+                .insert("content-encoding", "gzip".parse().unwrap());
         } else {
             *resp.body_mut() = Full::new(Bytes::from(text));
         }
-        resp.headers_mut().insert("content-type", "text/plain".parse().unwrap());
+        resp.headers_mut()
+            .insert("content-type", "text/plain".parse().unwrap());
     } else if let Some(code) = path.strip_prefix("/status/") {
         *resp.status_mut() = hyper::StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
         *resp.body_mut() = Full::new(Bytes::from(format!("status {code}\n")));
     } else if path == "/counter" {
         static N: AtomicU64 = AtomicU64::new(0);
-        *resp.body_mut() = Full::new(Bytes::from(format!("count {}\n", N.fetch_add(1, Ordering::SeqCst))));
+        *resp.body_mut() = Full::new(Bytes::from(format!(
+            "count {}\n",
+            N.fetch_add(1, Ordering::SeqCst)
+        )));
     } else if path == "/redirect" {
-        let to = req.uri().query().and_then(|q| q.strip_prefix("to=")).unwrap_or("/").to_string();
+        let to = req
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("to="))
+            .unwrap_or("/")
+            .to_string();
         *resp.status_mut() = hyper::StatusCode::FOUND;
         resp.headers_mut().insert("location", to.parse().unwrap());
     } else {
@@ -238,7 +289,10 @@ impl Running {
         }
         if env.is_empty() {
             let out = child.wait_with_output().unwrap();
-            panic!("buildproxy did not start: {}", String::from_utf8_lossy(&out.stderr));
+            panic!(
+                "buildproxy did not start: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let stderr = child.stderr.take();
         Self { child, env, stderr }
@@ -269,9 +323,14 @@ impl Drop for Running {
 }
 
 pub fn parse_export(line: &str) -> (String, String) {
-    let rest = line.strip_prefix("export ").unwrap_or_else(|| panic!("not an export line: {line}"));
+    let rest = line
+        .strip_prefix("export ")
+        .unwrap_or_else(|| panic!("not an export line: {line}"));
     let (k, v) = rest.split_once('=').unwrap();
-    let v = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(v);
+    let v = v
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .unwrap_or(v);
     (k.to_string(), v.replace("'\\''", "'"))
 }
 
@@ -290,14 +349,32 @@ pub fn curl(env: &[(String, String)], args: &[&str]) -> Output {
 /// curl through the proxy; panics unless it succeeded; returns the body.
 pub fn fetch(env: &[(String, String)], args: &[&str]) -> Vec<u8> {
     let out = curl(env, args);
-    assert!(out.status.success(), "curl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
 /// A direct download with the upstream CA: the bytes to compare against.
 pub fn direct(ca: &TestCa, url: &str) -> Vec<u8> {
-    let out = curl(&[], &["--noproxy", "*", "--cacert", ca.pem_path.to_str().unwrap(), "-f", url]);
-    assert!(out.status.success(), "direct {url}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = curl(
+        &[],
+        &[
+            "--noproxy",
+            "*",
+            "--cacert",
+            ca.pem_path.to_str().unwrap(),
+            "-f",
+            url,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "direct {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 

@@ -1,0 +1,194 @@
+//! The proxy host: forwarding, TLS interception, HTTP versions, errors, and
+//! plugin faults contained to one exchange.
+
+use crate::support::*;
+
+fn proxy_with(scratch: &Scratch, ca: &TestCa, extra: &[&str]) -> Running {
+    let _ = scratch;
+    let mut args = vec![
+        "proxy",
+        "--proxy-loopback",
+        "--upstream-ca",
+        ca.pem_path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Running::start(&args)
+}
+
+#[test]
+fn curl_gets_identical_bytes_over_http_and_intercepted_https_with_http1_and_h2() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let proxy = proxy_with(&scratch, &ca, &[]);
+    for url in [
+        up.http_url("/bytes/300000"),
+        up.https_url("/bytes/300000?v=1"),
+    ] {
+        let want = direct(&ca, &url);
+        assert_eq!(want.len(), 300_000);
+        for version in ["--http1.1", "--http2"] {
+            let got = fetch(&proxy.env, &[version, "-f", &url]);
+            assert!(got == want, "{url} {version}: bytes differ");
+        }
+    }
+}
+
+#[test]
+fn the_client_side_speaks_h2_when_offered() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let proxy = proxy_with(&scratch, &ca, &[]);
+    let out = curl(
+        &proxy.env,
+        &[
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            &up.https_url("/bytes/10"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2");
+    let out = curl(
+        &proxy.env,
+        &[
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            &up.https_url("/bytes/10"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1.1");
+}
+
+#[test]
+fn an_unreachable_upstream_is_a_502_naming_the_url_and_the_cause() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let proxy = proxy_with(&scratch, &ca, &[]);
+    // A port nobody listens on: bind one, drop it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for url in [
+        format!("http://127.0.0.1:{port}/x"),
+        format!("https://127.0.0.1:{port}/y"),
+    ] {
+        let (status, body) = status_and_body(&proxy.env, &[&url]);
+        if url.starts_with("http:") {
+            assert_eq!(status, 502, "{body}");
+            assert!(body.contains(&url), "{body}");
+            assert!(body.to_lowercase().contains("refused"), "{body}");
+        } else {
+            // The tunnel is established before the upstream is contacted:
+            // the error arrives as a 502 inside it.
+            assert_eq!(status, 502, "{body}");
+            assert!(body.contains(&url), "{body}");
+        }
+    }
+}
+
+#[test]
+fn an_upstream_with_an_unknown_ca_is_a_502_that_says_tls() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    // No --upstream-ca: the upstream's certificate is not trusted.
+    let proxy = Running::start(&["proxy", "--proxy-loopback"]);
+    let (status, body) = status_and_body(&proxy.env, &[&up.https_url("/bytes/5")]);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.to_lowercase().contains("certificate"), "{body}");
+}
+
+/// One misbehaving plugin per fault; each fails only its exchange.
+#[test]
+fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeeds() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let plugin = fixture_plugin("misbehave");
+    for (how, expect) in [
+        ("trap", "unreachable"),
+        ("loop", "deadline"),
+        ("grow", "memory"),
+        ("bad-status", "1000"),
+        ("bad-header", "bad name"),
+    ] {
+        let arg = format!("{}={how}", plugin.display());
+        let proxy = proxy_with(
+            &scratch,
+            &ca,
+            &[
+                "--plugin",
+                &arg,
+                "--plugin-deadline-ms",
+                "200",
+                "--plugin-memory-mib",
+                "32",
+            ],
+        );
+        let (status, body) = status_and_body(&proxy.env, &[&up.https_url("/boom")]);
+        assert_eq!(status, 502, "{how}: {body}");
+        assert!(
+            body.contains("misbehave"),
+            "{how}: the 502 names the plugin: {body}"
+        );
+        assert!(
+            body.contains(expect),
+            "{how}: the 502 says why ({expect}): {body}"
+        );
+        let want = direct(&ca, &up.https_url("/bytes/1000"));
+        for _ in 0..2 {
+            assert_eq!(
+                fetch(&proxy.env, &["-f", &up.https_url("/bytes/1000")]),
+                want,
+                "{how}: next request"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_plugin_that_rejects_its_config_stops_the_proxy_at_start_with_the_reason() {
+    let plugin = format!("{}=config-error", fixture_plugin("misbehave").display());
+    let out = std::process::Command::new(BIN)
+        .args(["proxy", "--plugin", &plugin, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("misbehave") && err.contains("refuses its config on purpose"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_component_is_refused_with_what_to_do() {
+    let scratch = Scratch::new();
+    let path = scratch.path("junk.wasm");
+    std::fs::write(&path, b"\0asm\x01\0\0\0").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["proxy", "--plugin", path.to_str().unwrap(), "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("junk") && err.contains("component"), "{err}");
+}
+
+#[test]
+fn the_bound_address_is_reported_and_never_fixed() {
+    let a = Running::start(&["proxy"]);
+    let b = Running::start(&["proxy"]);
+    assert_ne!(a.var("BUILDPROXY_ADDR"), b.var("BUILDPROXY_ADDR"));
+    assert!(a.var("BUILDPROXY_ADDR").starts_with("127.0.0.1:"));
+    assert!(!a.var("https_proxy").ends_with(":8080"));
+}
