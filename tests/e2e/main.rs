@@ -5,4 +5,5 @@
 
 mod support;
 
+mod capture_replay;
 mod proxy;

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job, on a fresh machine, with no internet: build buildproxy, run
+# build.sh once under `buildproxy capture` against a local HTTPS server, then
+# run it again under `buildproxy replay` in a network namespace that has no
+# network at all, and compare.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+work=$(mktemp -d)
+trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+cargo build -q --manifest-path "$root/Cargo.toml" -p buildproxy
+bp="$root/target/debug/buildproxy"
+
+# The "internet": a local HTTPS server with its own CA, made now.
+mkdir -p "$work/site/deps/zlib-1.3.1" "$work/site/config"
+echo 1.3.1 > "$work/site/deps/zlib-1.3.1/VERSION"
+tar -czf "$work/site/deps/zlib-1.3.1.tar.gz" -C "$work/site/deps" zlib-1.3.1
+echo '{ "mode": "release" }' > "$work/site/config/settings.json"
+python3 "$here/server.py" "$work/site" "$work/server" > "$work/port" &
+server=$!
+while [ ! -s "$work/port" ]; do sleep 0.1; done
+export DEMO_BASE="https://127.0.0.1:$(cat "$work/port")"
+
+cd "$work"
+echo "== capture (with network)"
+"$bp" capture --proxy-loopback --upstream-ca "$work/server/ca.pem" --store store -- sh "$here/build.sh"
+echo
+echo "== proxy_content.nix"
+cat proxy_content.nix
+rm -rf out
+kill "$server"; server=
+echo
+echo "== replay (no network at all: a fresh network namespace, upstream stopped)"
+unshare -rn sh -c "ip link set lo up; '$bp' replay --proxy-loopback --store store --strict -- sh '$here/build.sh'"
