@@ -192,3 +192,64 @@ fn the_bound_address_is_reported_and_never_fixed() {
     assert!(a.var("BUILDPROXY_ADDR").starts_with("127.0.0.1:"));
     assert!(!a.var("https_proxy").ends_with(":8080"));
 }
+
+fn fixture_arg(config: &str) -> String {
+    format!("{}={config}", fixture_plugin("misbehave").display())
+}
+
+#[test]
+fn the_first_plugin_to_answer_locally_wins_and_the_upstream_is_not_contacted() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let (a, b) = (fixture_arg("respond:from A"), fixture_arg("respond:from B"));
+    let proxy = proxy_with(&scratch, &ca, &["--plugin", &a, "--plugin", &b]);
+    let hits = up.hits();
+    assert_eq!(fetch(&proxy.env, &[&up.https_url("/chain")]), b"from A");
+    assert_eq!(up.hits(), hits);
+    // Requests the plugins have no opinion on still go upstream.
+    assert_eq!(fetch(&proxy.env, &[&up.https_url("/bytes/10")]).len(), 10);
+}
+
+#[test]
+fn a_rewrite_is_seen_by_later_plugins_and_by_the_upstream() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    // The first plugin rewrites /chain to /bytes/64/chain; the second would
+    // answer /chain locally, and still does: the rewritten URL contains it.
+    let rewrite = fixture_arg("rewrite:/bytes/64/chain");
+    let proxy = proxy_with(&scratch, &ca, &["--plugin", &rewrite]);
+    let got = fetch(&proxy.env, &[&up.https_url("/chain")]);
+    assert_eq!(got, direct(&ca, &up.https_url("/bytes/64/chain")));
+    let respond = fixture_arg("respond:second saw it");
+    let proxy = proxy_with(&scratch, &ca, &["--plugin", &rewrite, "--plugin", &respond]);
+    assert_eq!(
+        fetch(&proxy.env, &[&up.https_url("/x/chain")]),
+        b"second saw it"
+    );
+}
+
+#[test]
+fn a_warm_start_loads_compiled_plugins_from_the_cache() {
+    let scratch = Scratch::new();
+    let cache = scratch.path("cache");
+    let start = |_: ()| {
+        let out = std::process::Command::new(BIN)
+            .env("BUILDPROXY_PLUGIN_CACHE", &cache)
+            .env("BUILDPROXY_LOG", "buildproxy::plugin=debug")
+            .args(["proxy", "--", "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let cold = start(());
+    assert!(cold.contains("compiled plugin capture"), "{cold}");
+    let warm = start(());
+    assert!(
+        warm.contains("loaded plugin capture from the cache"),
+        "{warm}"
+    );
+    assert!(!warm.contains("compiled plugin"), "{warm}");
+}

@@ -105,14 +105,19 @@ impl Runtime {
             // SAFETY: the cache holds only what `serialize` wrote, keyed by
             // this engine's compatibility hash; wasmtime checks the header.
             match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => {
+                    tracing::debug!("loaded plugin {name} from the cache {}", path.display());
+                    return Ok(c);
+                }
                 Err(e) => tracing::debug!("plugin cache {}: {e:#}; recompiling", path.display()),
             }
         }
+        let started = std::time::Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(|e| PluginError::Compile {
             name: name.to_string(),
             reason: format!("{e:#}"),
         })?;
+        tracing::debug!("compiled plugin {name} in {:?}", started.elapsed());
         if let Some(path) = &cached
             && let Err(e) = write_cache(path, &component)
         {

@@ -5,6 +5,10 @@
 //! (allocates without bound), `bad-status` (answers status 1000),
 //! `bad-header` (answers a header name with a space), `config-error`
 //! (refuses its config).
+//!
+//! It also behaves, for the chain-semantics tests, on URLs containing
+//! `/chain`: `respond:TEXT` answers locally with TEXT; `rewrite:PATH`
+//! rewrites the request's path to PATH and adds `x-rewritten-by`.
 
 use buildproxy_plugin_sdk::{
     Body, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead,
@@ -31,7 +35,28 @@ impl Plugin for Misbehave {
         Ok(())
     }
 
-    fn on_request(&mut self, _host: &dyn Host, _id: u64, req: Request) -> RequestAction {
+    fn on_request(&mut self, _host: &dyn Host, _id: u64, mut req: Request) -> RequestAction {
+        if req.url.contains("/chain") {
+            if let Some(text) = self.how.strip_prefix("respond:") {
+                return RequestAction::Respond(Response {
+                    head: ResponseHead {
+                        status: 200,
+                        headers: vec![],
+                    },
+                    body: Body::Bytes(text.as_bytes().to_vec()),
+                });
+            }
+            if let Some(path) = self.how.strip_prefix("rewrite:") {
+                let origin_end = req.url.find("://").map_or(0, |i| i + 3);
+                let path_start = req.url[origin_end..]
+                    .find('/')
+                    .map_or(req.url.len(), |i| origin_end + i);
+                req.url = format!("{}{path}", &req.url[..path_start]);
+                req.headers
+                    .push(("x-rewritten-by".into(), self.how.as_bytes().to_vec()));
+                return RequestAction::Rewrite(req);
+            }
+        }
         if !req.url.contains("/boom") {
             return RequestAction::Pass;
         }
