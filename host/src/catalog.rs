@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use crate::inventory::index::{Index, Insert};
+use crate::inventory::journal::Journal;
 use crate::inventory::{Body, Entry};
 use crate::plugin::bindings as wit;
 
@@ -43,6 +44,8 @@ pub struct Catalog {
     pub stats: Stats,
     /// Print one line per recorded entry (capture).
     pub announce: bool,
+    /// Where each recorded entry is made durable at once (capture).
+    journal: Mutex<Option<Journal>>,
 }
 
 impl Catalog {
@@ -61,12 +64,19 @@ impl Catalog {
         catalog
     }
 
-    /// An empty catalog that prints one line per recorded entry (capture).
-    pub fn announcing() -> Self {
+    /// An empty catalog for capture: it prints one line per recorded entry
+    /// and appends it to the journal.
+    pub fn for_capture(journal: Option<Journal>) -> Self {
         Self {
             announce: true,
+            journal: Mutex::new(journal),
             ..Self::default()
         }
+    }
+
+    /// The journal, for closing once the output file is written.
+    pub fn take_journal(&self) -> Option<Journal> {
+        self.journal.lock().unwrap().take()
     }
 
     pub fn len(&self) -> usize {
@@ -149,9 +159,13 @@ impl Catalog {
             body,
         };
         let (status, url) = (entry.status, entry.url.clone());
+        let journaled = self.journal.lock().unwrap().is_some().then(|| entry.clone());
         let outcome = self.index.write().unwrap().insert(entry);
         Ok(match outcome {
             Insert::Added => {
+                if let (Some(e), Some(j)) = (&journaled, &*self.journal.lock().unwrap()) {
+                    j.append(e);
+                }
                 self.stats.added.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .added_bytes

@@ -81,6 +81,11 @@ pub struct CaptureArgs {
     /// Keep the entries already in the output file and add the new ones.
     #[arg(long)]
     pub merge: bool,
+    /// Write the output file from the journal an interrupted capture left
+    /// (`<output>.journal`), and exit. A plain capture does this too before
+    /// it starts.
+    #[arg(long, conflicts_with = "command")]
+    pub recover: bool,
     /// Trust this CA for upstream servers too (PEM). Repeatable.
     #[arg(long = "upstream-ca", value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,

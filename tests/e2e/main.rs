@@ -7,3 +7,4 @@ mod support;
 
 mod capture_replay;
 mod proxy;
+mod reliability;

@@ -16,6 +16,7 @@
 pub mod content;
 pub mod entry;
 pub mod index;
+pub mod journal;
 pub mod names;
 pub mod nix;
 pub mod store;

@@ -14,7 +14,7 @@ use crate::catalog::{Catalog, human_size};
 use crate::cli::CaptureArgs;
 use crate::env::ClientEnv;
 use crate::inventory::store::Store;
-use crate::inventory::{Entry, nix};
+use crate::inventory::{Entry, journal, nix};
 use crate::plugin::bindings::Mode;
 use crate::proxy::upstream_client;
 use crate::tls::upstream;
@@ -31,6 +31,26 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     } else {
         Vec::new()
     };
+    // Entries an interrupted capture recorded but never wrote out.
+    let journal_path = journal::path_for(&args.output);
+    let previous = match journal::read(&journal_path)? {
+        Some(recovered) if !recovered.is_empty() => {
+            eprintln!(
+                "buildproxy: recovering {} entries from {} (an earlier capture was interrupted)",
+                recovered.len(),
+                journal_path.display()
+            );
+            merge(previous, recovered).0
+        }
+        _ => previous,
+    };
+    if args.recover {
+        nix::write_atomic(&args.output, &previous)?;
+        std::fs::remove_file(&journal_path).ok();
+        eprintln!("buildproxy: wrote {} entries to {}", previous.len(), args.output.display());
+        return Ok(0);
+    }
+    let journal = journal::Journal::open(&journal_path)?;
     let store = match &args.store {
         Some(dir) => Some(Arc::new(Store::open(dir)?)),
         None => None,
@@ -38,7 +58,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     let (roots, root_certs) = upstream::roots(&args.upstream_ca)?;
     let timeouts = crate::proxy::Timeouts::default();
     let client = upstream_client(upstream::client_config(roots), &timeouts);
-    let catalog = Arc::new(Catalog::announcing());
+    let catalog = Arc::new(Catalog::for_capture(Some(journal)));
     let running = setup::start(
         &args.common,
         Mode::Capture,
@@ -76,6 +96,11 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         eprintln!("buildproxy: changed since the last capture: {url}");
     }
     nix::write_atomic(&args.output, &entries)?;
+    if let Some(j) = catalog.take_journal()
+        && let Err(e) = j.remove()
+    {
+        eprintln!("buildproxy: warning: removing the journal: {e}");
+    }
     if let Some(store) = &store {
         store.write_index(&entries)?;
     }
