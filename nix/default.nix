@@ -1,0 +1,40 @@
+# buildproxy's Nix library: from a captured `proxy_content.nix` to a script a
+# build sources so that its downloads are answered from the Nix store.
+#
+# A function of what `callPackage` passes. It uses nothing but `builtins`
+# (no nixpkgs `lib`), so it works with any nixpkgs and can be tested with
+# stand-ins where nixpkgs is not available. One file per function, each
+# taking exactly what it needs; this file only wires them.
+{
+  buildproxy,
+  fetchurl,
+  writeText,
+  writeShellScript,
+  writeShellScriptBin,
+  ...
+}:
+let
+  importContent = import ./importContent.nix { inherit fetchurl; };
+  mkContent = import ./mkContent.nix { inherit importContent writeText; };
+  replayArgs = import ./internal/replayArgs.nix { inherit mkContent writeText; };
+  shell = import ./internal/shell.nix;
+in
+{
+  inherit importContent mkContent;
+  mkBuildproxy = import ./mkBuildproxy.nix {
+    inherit
+      buildproxy
+      replayArgs
+      shell
+      writeShellScript
+      ;
+  };
+  mkBuildproxyShell = import ./mkBuildproxyShell.nix {
+    inherit
+      buildproxy
+      replayArgs
+      shell
+      writeShellScriptBin
+      ;
+  };
+}
