@@ -17,8 +17,7 @@ use crate::env::ClientEnv;
 
 pub fn launch() -> Result<i32> {
     let exe = std::env::current_exe().context("finding buildproxy's own executable")?;
-    // SAFETY: getppid never fails.
-    let shell = unsafe { libc::getppid() };
+    let shell = shell_pid()?;
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--detach")
@@ -50,6 +49,20 @@ pub fn launch() -> Result<i32> {
     }
     print!("{exports}");
     Ok(0)
+}
+
+/// The shell to live with: `$BUILDPROXY_SHELL_PID` when the caller names
+/// it, else our parent. A shell may run `$(…)` in a forked subshell (bash
+/// does when errtrace and an ERR trap are set) that exits as soon as we
+/// return, taking the proxy with it; mkBuildproxy's script passes `$$`.
+fn shell_pid() -> Result<i32> {
+    match std::env::var("BUILDPROXY_SHELL_PID") {
+        Ok(pid) => pid.trim().parse().with_context(|| {
+            format!("BUILDPROXY_SHELL_PID={pid:?} is not a process id; set it to the shell's `$$`")
+        }),
+        // SAFETY: getppid never fails.
+        Err(_) => Ok(unsafe { libc::getppid() }),
+    }
 }
 
 /// Serves until process `pid` exits. Prints the exports first, then closes
