@@ -6,5 +6,6 @@
 mod support;
 
 mod capture_replay;
+mod nix;
 mod proxy;
 mod reliability;
