@@ -99,12 +99,11 @@ fn round_trip_capture_writes_true_hashes_and_offline_replay_serves_identical_byt
     let (code, err) = replay_offline(s.dir.path(), &["--store", "store", "--strict"], &replay_script);
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(s.path("probe")).unwrap(), "404");
-    for i in 0..4 {
+    for (i, url) in urls[..4].iter().enumerate() {
         assert_eq!(
             std::fs::read(s.path(&format!("out{i}"))).unwrap(),
             std::fs::read(s.path(&format!("replay{i}"))).unwrap(),
-            "{}",
-            urls[i]
+            "{url}"
         );
     }
     assert_eq!(up.hits(), hits_before, "replay must not reach the upstream");

@@ -116,7 +116,8 @@ impl TestCa {
 /// - `/status/<code>`: that status, a short body
 /// - `/counter`: a different body every time
 /// - `/redirect?to=<path>`: 302 to that path
-/// and counts requests.
+///
+/// It counts requests.
 pub struct Upstream {
     pub http: SocketAddr,
     pub https: SocketAddr,

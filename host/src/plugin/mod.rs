@@ -39,15 +39,31 @@ impl PluginSpec {
             path: path.to_string(),
             source,
         })?;
-        let name = std::path::Path::new(path)
+        let stem = std::path::Path::new(path)
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.to_string());
+        let name = without_store_hash(&stem).to_string();
         Ok(Self {
             name,
             bytes: bytes.into(),
             config,
         })
+    }
+}
+
+/// `abc…xyz-pin.wasm` in the Nix store is the plugin `pin`: the 32-character
+/// store hash says where the file lives, not what the plugin is.
+fn without_store_hash(stem: &str) -> &str {
+    match stem.split_once('-') {
+        Some((hash, rest))
+            if hash.len() == 32
+                && !rest.is_empty()
+                && hash.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
+            rest
+        }
+        _ => stem,
     }
 }
 
@@ -78,4 +94,19 @@ pub enum PluginError {
     Start { name: String, reason: String },
     #[error("setting up the wasm engine: {0}")]
     Engine(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_store_hash;
+
+    #[test]
+    fn a_store_path_names_the_plugin_by_its_file_name() {
+        assert_eq!(
+            without_store_hash("0c5cdy1a2kx9lbm6f3gmmk3ih0ljfhkq-pin"),
+            "pin"
+        );
+        assert_eq!(without_store_hash("pin-commits"), "pin-commits");
+        assert_eq!(without_store_hash("my-plugin"), "my-plugin");
+    }
 }
