@@ -6,6 +6,7 @@
 mod support;
 
 mod capture_replay;
+mod clients;
 mod nix;
 mod proxy;
 mod reliability;

@@ -388,3 +388,174 @@ pub fn status_and_body(env: &[(String, String)], args: &[&str]) -> (u16, String)
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// An HTTPS upstream that serves the files under a directory, the way a
+/// static mirror serves wheels, tarballs, a dumb-protocol git repository or
+/// a sparse cargo registry (the query is ignored), and answers
+/// `/smart/<repo>/…` with `git http-backend` (smart-protocol git, the way
+/// git forges serve it). Used by tests/e2e/clients.rs.
+pub struct FileUpstream {
+    pub https: SocketAddr,
+    pub root: PathBuf,
+    pub hits: Arc<AtomicU64>,
+    _rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl FileUpstream {
+    pub fn start(ca: &TestCa, root: &Path) -> Self {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let https = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
+        let (h, dir) = (hits.clone(), root.to_path_buf());
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (h, dir, acceptor) = (h.clone(), dir.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let service = service_fn(move |r| {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        serve_file(r, dir.clone())
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            https,
+            root: root.to_path_buf(),
+            hits,
+            _rt: rt,
+        }
+    }
+
+    /// `https://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.https)
+    }
+
+    /// `https://localhost:<port><path>`, for clients that cannot check an
+    /// IP address against a certificate through a proxy.
+    pub fn named_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https.port())
+    }
+}
+
+async fn serve_file(
+    req: Request<Incoming>,
+    root: PathBuf,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/smart") {
+        return Ok(git_http_backend(req, root, rest.to_string()).await);
+    }
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    let rel = path.trim_start_matches('/');
+    let safe = !rel.split('/').any(|c| c == ".." || c.is_empty());
+    match std::fs::read(root.join(rel)) {
+        Ok(body) if safe => {
+            *resp.body_mut() = Full::new(Bytes::from(body));
+            resp.headers_mut()
+                .insert("content-type", "application/octet-stream".parse().unwrap());
+        }
+        _ => *resp.status_mut() = hyper::StatusCode::NOT_FOUND,
+    }
+    Ok(resp)
+}
+
+/// Runs `git http-backend` as a CGI program for one request.
+async fn git_http_backend(
+    req: Request<Incoming>,
+    root: PathBuf,
+    path_info: String,
+) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut cmd = Command::new("git");
+    cmd.arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_PROJECT_ROOT", &root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("PATH_INFO", &path_info)
+        .env("REQUEST_METHOD", req.method().as_str())
+        .env("QUERY_STRING", req.uri().query().unwrap_or(""))
+        .env("CONTENT_TYPE", header("content-type"))
+        .env("HTTP_GIT_PROTOCOL", header("git-protocol"))
+        .env("HTTP_CONTENT_ENCODING", header("content-encoding"))
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("git is installed (.ci/run installs it)");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&body));
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        out.stdout
+    })
+    .await
+    .unwrap();
+    // CGI output: header lines, a blank line, the body.
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4))
+        .or_else(|| {
+            out.windows(2)
+                .position(|w| w == b"\n\n")
+                .map(|i| (i, i + 2))
+        })
+        .unwrap_or((out.len(), out.len()));
+    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(&out[split.1..])));
+    for line in String::from_utf8_lossy(&out[..split.0]).lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code = value
+                .split(' ')
+                .next()
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(500);
+            *resp.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+        } else if let (Ok(n), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(name.trim().as_bytes()),
+            value.parse(),
+        ) {
+            resp.headers_mut().insert(n, v);
+        }
+    }
+    resp
+}
