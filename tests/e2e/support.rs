@@ -317,7 +317,17 @@ impl Running {
 }
 
 impl Drop for Running {
+    /// SIGTERM first, so buildproxy removes its private temp dir; SIGKILL
+    /// only if it does not stop.
     fn drop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
