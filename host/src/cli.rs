@@ -26,6 +26,10 @@ pub enum Command {
     Proxy(ProxyArgs),
     /// List the bundled plugins, or precompile them into a directory.
     Plugins(PluginsArgs),
+    /// Turn a plugin's core wasm module (what `cargo build --target
+    /// wasm32-unknown-unknown` makes) into a component `--plugin` loads, and
+    /// check that it fits this buildproxy's interface.
+    Component(ComponentArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -40,6 +44,12 @@ pub struct Common {
     /// Start from an empty chain instead of the bundled plugins.
     #[arg(long)]
     pub no_default_plugins: bool,
+    /// Rewrite bodies by the rules in RULES.json (a JSON list of
+    /// `{"url": REGEX, "find"|"regex": …, "replace": …}` or
+    /// `{"url": REGEX, "body_file": PATH}`), with the bundled patch plugin.
+    /// Repeatable; rules apply in order. See docs/plugins.md.
+    #[arg(long = "patch", value_name = "RULES.json")]
+    pub patches: Vec<PathBuf>,
     /// Use this CA certificate (PEM) instead of a fresh one per run.
     #[arg(long, requires = "ca_key")]
     pub ca_cert: Option<PathBuf>,
@@ -141,4 +151,14 @@ pub struct PluginsArgs {
     /// BUILDPROXY_PLUGIN_CACHE at it and start-up does not compile).
     #[arg(long, value_name = "DIR")]
     pub precompile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ComponentArgs {
+    /// The core module, e.g. target/wasm32-unknown-unknown/release/my_plugin.wasm.
+    #[arg(value_name = "IN.wasm")]
+    pub input: PathBuf,
+    /// The component to write.
+    #[arg(value_name = "OUT.wasm")]
+    pub output: PathBuf,
 }

@@ -5,6 +5,7 @@ pub mod catalog;
 pub mod cli;
 pub mod env;
 pub mod inventory;
+pub mod patch_rules;
 pub mod plugin;
 pub mod proxy;
 pub mod run;

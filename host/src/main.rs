@@ -25,6 +25,7 @@ fn main() {
             Command::Replay(a) => run::replay::run(a).await,
             Command::Proxy(a) => run::proxy::run(a).await,
             Command::Plugins(a) => run::plugins(a),
+            Command::Component(a) => run::component::run(a),
         }
     });
     let code = match result {

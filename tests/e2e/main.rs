@@ -8,5 +8,6 @@ mod support;
 mod capture_replay;
 mod clients;
 mod nix;
+mod patch;
 mod proxy;
 mod reliability;

@@ -16,7 +16,7 @@ use super::bindings::{
     ResponseHead,
 };
 use super::engine::{Limits, Runtime};
-use super::state::HostState;
+use super::state::{Counters, HostState};
 use super::{PluginError, PluginSpec};
 use crate::catalog::Catalog;
 
@@ -39,6 +39,7 @@ struct Loaded {
     config: String,
     pre: PluginPre<HostState>,
     pool: Mutex<Vec<Instance>>,
+    counters: Counters,
 }
 
 pub struct Chain {
@@ -74,21 +75,13 @@ impl Chain {
     ) -> Result<Self, PluginError> {
         let mut plugins = Vec::with_capacity(specs.len());
         for spec in specs {
-            let component: Component = runtime.compile(&spec.name, &spec.bytes)?;
-            let link_err = |e: wasmtime::Error| PluginError::Link {
-                name: spec.name.clone(),
-                reason: format!("{e:#}"),
-            };
-            let instance_pre = runtime
-                .linker
-                .instantiate_pre(&component)
-                .map_err(link_err)?;
-            let pre = PluginPre::new(instance_pre).map_err(link_err)?;
+            let pre = link(runtime, &spec.name, &spec.bytes)?;
             plugins.push(Loaded {
                 name: spec.name.as_str().into(),
                 config: spec.config.clone(),
                 pre,
                 pool: Mutex::new(Vec::new()),
+                counters: Counters::default(),
             });
         }
         let chain = Self {
@@ -142,6 +135,7 @@ impl Chain {
                 plugin: p.name.clone(),
                 catalog: self.catalog.clone(),
                 limits,
+                counters: p.counters.clone(),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -274,6 +268,49 @@ impl Chain {
             }
         }
     }
+
+    /// `report` on one instance of every plugin, with its counters' totals:
+    /// the lines each plugin has for the user at the end of the run, as
+    /// (plugin, line). Called once, when no exchange is in flight.
+    pub fn report(&self) -> Vec<(Arc<str>, String)> {
+        let mut lines = Vec::new();
+        for p in &self.plugins {
+            let totals: Vec<(String, u64)> = p
+                .counters
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect();
+            match self.call(p, "report", |s, b| {
+                b.buildproxy_plugin_hooks().call_report(s, &totals)
+            }) {
+                Ok(said) => lines.extend(said.into_iter().map(|l| (p.name.clone(), l))),
+                Err(fault) => lines.push((p.name.clone(), format!("could not report: {fault}"))),
+            }
+        }
+        lines
+    }
+}
+
+/// Compiles a component and links it against the host's imports and the
+/// hooks it must export; the error says what to change in the plugin.
+pub fn link(
+    runtime: &Runtime,
+    name: &str,
+    bytes: &[u8],
+) -> Result<PluginPre<HostState>, PluginError> {
+    let component: Component = runtime.compile(name, bytes)?;
+    let link_err = |e: wasmtime::Error| PluginError::Link {
+        name: name.to_string(),
+        reason: super::fit::diagnose(&runtime.engine, &component)
+            .unwrap_or_else(|| format!("{e:#}")),
+    };
+    let instance_pre = runtime
+        .linker
+        .instantiate_pre(&component)
+        .map_err(link_err)?;
+    PluginPre::new(instance_pre).map_err(link_err)
 }
 
 /// A sentence a user can act on, from a wasmtime error.

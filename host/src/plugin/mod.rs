@@ -15,6 +15,7 @@ pub mod bindings;
 pub mod bundled;
 pub mod chain;
 pub mod engine;
+pub mod fit;
 pub mod state;
 
 pub use chain::{Chain, PluginFault, RequestOutcome};
@@ -79,12 +80,16 @@ pub enum PluginError {
          A plugin must be a WebAssembly *component* (wrap a core module with `buildproxy component IN.wasm OUT.wasm`)."
     )]
     Compile { name: String, reason: String },
+    /// `reason` says what to change (see `fit`).
     #[error(
-        "plugin {name} does not fit this buildproxy's interface (buildproxy:plugin@0.1.0): {reason}\n  \
-         Rebuild it against wit/plugin.wit of this version, and import nothing but `log` and `inventory` (no WASI)."
+        "plugin {name} does not fit this buildproxy's interface (buildproxy:plugin@0.1.0): {reason}"
     )]
     Link { name: String, reason: String },
-    #[error("plugin {name} rejected its config {config:?}: {reason}")]
+    #[error(
+        "plugin {name} rejected its config {}: {reason}\n  \
+         Change what follows `=` in `--plugin PATH.wasm=CONFIG` (or `--plugin-config {name}=CONFIG`); the plugin's README says what it takes.",
+        elide(config)
+    )]
     Config {
         name: String,
         config: String,
@@ -94,6 +99,15 @@ pub enum PluginError {
     Start { name: String, reason: String },
     #[error("setting up the wasm engine: {0}")]
     Engine(String),
+}
+
+/// A config as a quoted string short enough for one message.
+fn elide(config: &str) -> String {
+    const MAX: usize = 120;
+    match config.char_indices().nth(MAX) {
+        None => format!("{config:?}"),
+        Some((at, _)) => format!("{:?}… ({} bytes)", &config[..at], config.len()),
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! The host side of a plugin's imports: its log and the live inventory.
+//! The host side of a plugin's imports: its log, the live inventory, and
+//! its counters.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use wasmtime::StoreLimits;
 
-use super::bindings::buildproxy::plugin::{inventory, log, types};
+use super::bindings::buildproxy::plugin::{counters, inventory, log, types};
 use super::bindings::{Entry, Level, PutOutcome};
 use crate::catalog::Catalog;
 
@@ -13,7 +15,12 @@ pub struct HostState {
     pub plugin: Arc<str>,
     pub catalog: Arc<Catalog>,
     pub limits: StoreLimits,
+    /// Shared by every instance of the plugin: they outlive any one of them.
+    pub counters: Counters,
 }
+
+/// A plugin's `counters`, summed over its instances.
+pub type Counters = Arc<Mutex<BTreeMap<String, u64>>>;
 
 impl types::Host for HostState {}
 
@@ -40,5 +47,13 @@ impl inventory::Host for HostState {
 
     fn record_miss(&mut self, method: String, url: String) {
         self.catalog.record_miss(&method, &url)
+    }
+}
+
+impl counters::Host for HostState {
+    fn add(&mut self, name: String, by: u64) {
+        let mut counters = self.counters.lock().unwrap();
+        let n = counters.entry(name).or_default();
+        *n = n.saturating_add(by);
     }
 }

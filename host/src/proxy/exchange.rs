@@ -34,6 +34,17 @@ pub struct Target {
     pub port: Option<u16>,
 }
 
+/// Headers that vouch for particular bytes; dropped when a plugin changed
+/// the body.
+const VALIDATORS: &[&str] = &[
+    "etag",
+    "last-modified",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+];
+
 /// The per-exchange context that travels through the phases.
 struct Flow {
     proxy: Arc<Proxy>,
@@ -188,7 +199,9 @@ impl Flow {
             Ok(o) => o,
             Err(fault) => return self.plugin_fault(&fault),
         };
-        if !outcome.want_body.is_empty() {
+        // An upstream HEAD has no body to give; the head goes as it is.
+        let no_body = self.method == Method::HEAD && matches!(src, Source_::Upstream(_));
+        if !outcome.want_body.is_empty() && !no_body {
             return self
                 .buffered(outcome.head, src, source, &outcome.want_body)
                 .await;
@@ -349,13 +362,17 @@ impl Flow {
             }
         };
         let mut bytes = original;
+        let mut changed = false;
         for &i in wanting {
             match self
                 .proxy
                 .chain
                 .on_response_body(i, self.id, &self.request, &head, &bytes)
             {
-                Ok(Some(new)) => bytes = new,
+                Ok(Some(new)) => {
+                    changed |= new != bytes;
+                    bytes = new;
+                }
                 Ok(None) => {}
                 Err(fault) => return self.plugin_fault(&fault),
             }
@@ -364,6 +381,13 @@ impl Flow {
             Ok(r) => r,
             Err(why) => return self.fail(StatusCode::BAD_GATEWAY, Side::Plugin, &why),
         };
+        if changed {
+            // They describe the old bytes: a client or cache trusting them
+            // would mix the two versions.
+            for name in VALIDATORS {
+                resp.headers_mut().remove(*name);
+            }
+        }
         resp.headers_mut()
             .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         let (start, len) = match self.apply_range(&mut resp, bytes.len() as u64) {

@@ -125,6 +125,13 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     for e in errors {
         eprintln!("buildproxy:   error: {e}");
     }
+    if !args.common.patches.is_empty() {
+        eprintln!(
+            "buildproxy: --patch: the recorded hashes are of the unpatched bodies, as upstream \
+             sent them; replay patches them again when given the same --patch"
+        );
+    }
+    setup::report(&running.proxy);
     if let Ended::Signalled(sig) = ended {
         eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
     }

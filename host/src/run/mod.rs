@@ -3,6 +3,7 @@
 
 pub mod capture;
 pub mod child;
+pub mod component;
 pub mod detach;
 pub mod proxy;
 pub mod replay;

@@ -25,13 +25,16 @@ pub async fn run(args: ProxyArgs) -> Result<i32> {
         args.common.proxy_loopback,
     )
     .context("writing the client environment")?;
-    if args.command.is_empty() {
+    let code = if args.command.is_empty() {
         print!("{}", env.exports());
         eprintln!("buildproxy: proxying on {}; Ctrl-C to stop", running.addr);
-        return Ok(128 + child::until_signal().await?);
-    }
-    if args.common.print_env {
-        print!("{}", env.exports());
-    }
-    Ok(child::run(&args.command, &env, "").await?.code())
+        128 + child::until_signal().await?
+    } else {
+        if args.common.print_env {
+            print!("{}", env.exports());
+        }
+        child::run(&args.command, &env, "").await?.code()
+    };
+    setup::report(&running.proxy);
+    Ok(code)
 }

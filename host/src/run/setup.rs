@@ -1,6 +1,7 @@
 //! What every mode does first: the CA, the plugin chain, the listener.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,9 @@ use tokio::net::TcpListener;
 use crate::catalog::Catalog;
 use crate::cli::Common;
 use crate::inventory::store::Store;
+use crate::patch_rules;
 use crate::plugin::bindings::Mode;
-use crate::plugin::{Chain, Limits, PluginSpec, Runtime, bundled};
+use crate::plugin::{Chain, Limits, PluginError, PluginSpec, Runtime, bundled};
 use crate::proxy::{Proxy, Timeouts, Upstream, server};
 use crate::tls::Authority;
 
@@ -36,10 +38,51 @@ pub fn plugin_specs(common: &Common) -> Result<Vec<PluginSpec>> {
     } else {
         bundled::default_chain()
     };
+    let bundled_patch = specs.iter().position(|s| s.name == patch_rules::PLUGIN);
     for arg in &common.plugins {
         specs.push(PluginSpec::from_arg(arg)?);
     }
+    if !common.patches.is_empty() {
+        add_patch_rules(&mut specs, &common.patches)?;
+    }
+    // Without rules the patch plugin has nothing to do: leaving it out
+    // spares its compile at start and three calls per exchange.
+    if let Some(i) = bundled_patch
+        && specs[i].config.is_empty()
+    {
+        specs.remove(i);
+    }
     Ok(specs)
+}
+
+/// `--patch RULES.json`: the rules, and the files they name, become the
+/// bundled patch plugin's config. It joins the chain even under
+/// `--no-default-plugins`: it was asked for.
+fn add_patch_rules(specs: &mut Vec<PluginSpec>, files: &[PathBuf]) -> Result<()> {
+    let config = patch_rules::config(files)?;
+    match specs.iter_mut().find(|s| s.name == patch_rules::PLUGIN) {
+        Some(spec) if !spec.config.is_empty() => anyhow::bail!(
+            "--patch and --plugin-config {}=… both configure the patch plugin: give the rules with --patch only",
+            patch_rules::PLUGIN
+        ),
+        Some(spec) => spec.config = config,
+        None => {
+            let mut spec = bundled::default_chain()
+                .into_iter()
+                .find(|s| s.name == patch_rules::PLUGIN)
+                .expect("the patch plugin is bundled");
+            spec.config = config;
+            specs.push(spec);
+        }
+    }
+    Ok(())
+}
+
+/// What the plugins have to say at the end of a run (`report`), on stderr.
+pub fn report(proxy: &Proxy) {
+    for (plugin, line) in proxy.chain.report() {
+        eprintln!("buildproxy: {plugin}: {line}");
+    }
 }
 
 pub struct Running {
@@ -63,7 +106,19 @@ pub async fn start(
         .clone()
         .or_else(Runtime::default_cache_dir);
     let runtime = Runtime::new(limits, cache)?;
-    let chain = Chain::load(&runtime, &plugin_specs(common)?, mode, catalog.clone())?;
+    let chain =
+        Chain::load(&runtime, &plugin_specs(common)?, mode, catalog.clone()).map_err(|e| {
+            match e {
+                // The patch plugin's reason names the rules file, the rule
+                // and the fix; its config is that file, re-encoded.
+                PluginError::Config { name, reason, .. }
+                    if name == patch_rules::PLUGIN && !common.patches.is_empty() =>
+                {
+                    anyhow::anyhow!("--patch: {reason}")
+                }
+                e => e.into(),
+            }
+        })?;
     let listener = TcpListener::bind(common.listen)
         .await
         .with_context(|| format!("listening on {}", common.listen))?;

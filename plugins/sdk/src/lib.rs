@@ -41,12 +41,16 @@ pub use bindings::buildproxy::plugin::types::{
 };
 pub use bindings::exports::buildproxy::plugin::hooks::{RequestAction, ResponseAction};
 
-/// What the proxy offers a plugin: a log, and the recorded content.
+/// What the proxy offers a plugin: a log, the recorded content, and
+/// counters that outlive any one instance.
 pub trait Host {
     fn log(&self, level: Level, message: &str);
     fn get(&self, method: &str, url: &str) -> Option<Entry>;
     fn put(&self, entry: Entry) -> Result<PutOutcome, String>;
     fn record_miss(&self, method: &str, url: &str);
+    /// Adds to a counter the host sums over all instances; the totals come
+    /// back to [`Plugin::report`] at the end of the run.
+    fn count(&self, name: &str, by: u64);
 }
 
 /// A plugin's hooks. Defaults are "no opinion". See wit/plugin.wit for when
@@ -79,6 +83,12 @@ pub trait Plugin {
         None
     }
     fn on_complete(&mut self, _host: &dyn Host, _id: u64, _summary: Exchange) {}
+    /// At the end of the run, with the totals of [`Host::count`]: lines for
+    /// the user. Runs on one configured instance, which may not be one that
+    /// handled any exchange: rely on the counters, not on `self`.
+    fn report(&mut self, _host: &dyn Host, _counters: Vec<(String, u64)>) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Exports a `Default` type implementing [`Plugin`] as the component's hooks.

@@ -11,6 +11,9 @@ pub struct MemoryHost {
     pub entries: RefCell<BTreeMap<(String, String), Entry>>,
     pub misses: RefCell<Vec<(String, String)>>,
     pub logs: RefCell<Vec<(Level, String)>>,
+    /// What `count` added, by name: pass it to `Plugin::report` as the host
+    /// does at exit (see [`MemoryHost::totals`]).
+    pub counters: RefCell<BTreeMap<String, u64>>,
 }
 
 impl MemoryHost {
@@ -20,6 +23,15 @@ impl MemoryHost {
             let _ = host.put(e);
         }
         host
+    }
+
+    /// The counters in the form `Plugin::report` receives them.
+    pub fn totals(&self) -> Vec<(String, u64)> {
+        self.counters
+            .borrow()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 }
 
@@ -51,5 +63,12 @@ impl Host for MemoryHost {
         self.misses
             .borrow_mut()
             .push((method.to_string(), url.to_string()));
+    }
+    fn count(&self, name: &str, by: u64) {
+        *self
+            .counters
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default() += by;
     }
 }

@@ -3,7 +3,7 @@
 
 use std::cell::RefCell;
 
-use crate::bindings::buildproxy::plugin::{inventory, log};
+use crate::bindings::buildproxy::plugin::{counters, inventory, log};
 use crate::bindings::exports::buildproxy::plugin::hooks::Guest;
 use crate::{
     Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, ResponseAction,
@@ -33,6 +33,9 @@ impl Host for Imports {
     }
     fn record_miss(&self, method: &str, url: &str) {
         inventory::record_miss(method, url)
+    }
+    fn count(&self, name: &str, by: u64) {
+        counters::add(name, by)
     }
 }
 
@@ -67,5 +70,8 @@ impl Guest for Adapter {
     }
     fn on_complete(id: u64, summary: Exchange) {
         with(|p| p.on_complete(&Imports, id, summary))
+    }
+    fn report(counters: Vec<(String, u64)>) -> Vec<String> {
+        with(|p| p.report(&Imports, counters))
     }
 }

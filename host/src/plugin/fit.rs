@@ -1,0 +1,203 @@
+//! Why a component does not fit `wit/plugin.wit`, in words its author can
+//! act on. wasmtime's link errors name the first missing item; a plugin
+//! author needs the cause (built with WASI, against another version of the
+//! interface, without `export_plugin!`) and the change to make.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::ComponentItem;
+
+/// The interface this host speaks.
+pub const PACKAGE: &str = "buildproxy:plugin";
+pub const VERSION: &str = "0.1.0";
+
+/// What a plugin may import: the interfaces the host implements.
+const IMPORTS: &[&str] = &["types", "log", "inventory", "counters"];
+/// The functions of the `hooks` export, all required.
+const HOOKS: &[&str] = &[
+    "configure",
+    "on-request",
+    "on-response",
+    "on-response-body",
+    "on-complete",
+    "report",
+];
+
+/// `buildproxy:plugin/NAME@VERSION` → (NAME, VERSION).
+fn ours(item: &str) -> Option<(&str, &str)> {
+    let rest = item.strip_prefix(PACKAGE)?.strip_prefix('/')?;
+    Some(rest.split_once('@').unwrap_or((rest, "")))
+}
+
+fn other_version(version: &str, item: &str) -> String {
+    let v = if version.is_empty() {
+        "an unversioned interface".to_string()
+    } else {
+        format!("{PACKAGE}@{version}")
+    };
+    format!(
+        "it was built against {v} ({item}), and this buildproxy speaks {PACKAGE}@{VERSION}. \
+         Rebuild it with the buildproxy-plugin-sdk of this buildproxy (or its wit/plugin.wit)"
+    )
+}
+
+/// The reason a component cannot be linked, with the fix; none when the
+/// component looks right (then wasmtime's own message is all there is).
+pub fn diagnose(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if name.starts_with("wasi:") {
+            return Some(format!(
+                "it imports {name}, and plugins get no WASI: build it with \
+                 `--target wasm32-unknown-unknown` (not a wasi target), without files, clocks, \
+                 environment or randomness"
+            ));
+        }
+        match ours(name) {
+            Some((_, version)) if version != VERSION => return Some(other_version(version, name)),
+            Some((iface, _)) if IMPORTS.contains(&iface) => {}
+            _ => {
+                return Some(format!(
+                    "it imports {name}, which buildproxy does not provide: a plugin may import \
+                     only {PACKAGE}/{{{}}}@{VERSION}",
+                    IMPORTS.join(",")
+                ));
+            }
+        }
+    }
+    let exports: Vec<(String, ComponentItem)> = ty
+        .exports(engine)
+        .map(|(n, e)| (n.to_string(), e.ty))
+        .collect();
+    let hooks = format!("{PACKAGE}/hooks@{VERSION}");
+    let Some((_, item)) = exports.iter().find(|(n, _)| *n == hooks) else {
+        if let Some((name, (_, version))) = exports
+            .iter()
+            .find_map(|(n, _)| Some((n, ours(n).filter(|(i, _)| *i == "hooks")?)))
+        {
+            return Some(other_version(version, name));
+        }
+        let names: Vec<&str> = exports.iter().map(|(n, _)| n.as_str()).collect();
+        return Some(format!(
+            "it does not export {hooks} (it exports: {}). In Rust, implement \
+             buildproxy_plugin_sdk::Plugin for a type and add `export_plugin!(Type);`",
+            if names.is_empty() {
+                "nothing".to_string()
+            } else {
+                names.join(", ")
+            }
+        ));
+    };
+    let ComponentItem::ComponentInstance(instance) = item else {
+        return Some(format!("its export {hooks} is not an interface instance"));
+    };
+    let funcs: Vec<&str> = instance.exports(engine).map(|(n, _)| n).collect();
+    let missing: Vec<&str> = HOOKS
+        .iter()
+        .copied()
+        .filter(|h| !funcs.contains(h))
+        .collect();
+    if !missing.is_empty() {
+        return Some(format!(
+            "its hooks lack {}: it was built against an older wit/plugin.wit. Rebuild it with the \
+             buildproxy-plugin-sdk of this buildproxy (its defaults provide every hook)",
+            missing.join(", ")
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plugin::{Limits, PluginError, Runtime, chain};
+    use wit_component::{ComponentEncoder, StringEncoding};
+    use wit_parser::{LiftLowerAbi, ManglingAndAbi, Resolve};
+
+    const WIT: &str = include_str!("../../../wit/plugin.wit");
+
+    /// A component of world `plugin` in `wit` whose functions all trap: it
+    /// only has to link (or not).
+    fn component(wit: &str) -> Vec<u8> {
+        let mut resolve = Resolve::default();
+        let pkg = resolve.push_source("plugin.wit", wit).unwrap();
+        let world = resolve.select_world(&[pkg], Some("plugin")).unwrap();
+        let mut module = wit_component::dummy_module(
+            &resolve,
+            world,
+            ManglingAndAbi::Legacy(LiftLowerAbi::Sync),
+        );
+        wit_component::embed_component_metadata(&mut module, &resolve, world, StringEncoding::UTF8)
+            .unwrap();
+        ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .validate(true)
+            .encode()
+            .unwrap()
+    }
+
+    fn link_error(wit: &str) -> String {
+        let runtime = Runtime::new(Limits::default(), None).unwrap();
+        match chain::link(&runtime, "mine", &component(wit)) {
+            Ok(_) => panic!("a component of this WIT links:\n{wit}"),
+            Err(e @ PluginError::Link { .. }) => e.to_string(),
+            Err(e) => panic!("not a link error: {e}"),
+        }
+    }
+
+    #[test]
+    fn a_component_of_this_wit_links() {
+        let runtime = Runtime::new(Limits::default(), None).unwrap();
+        chain::link(&runtime, "mine", &component(WIT)).unwrap();
+    }
+
+    #[test]
+    fn another_interface_version_is_named_with_the_fix() {
+        let err = link_error(&WIT.replace("@0.1.0", "@0.2.0"));
+        assert!(err.contains("plugin mine"), "{err}");
+        assert!(
+            err.contains("built against buildproxy:plugin@0.2.0")
+                && err.contains("speaks buildproxy:plugin@0.1.0")
+                && err.contains("Rebuild it with the buildproxy-plugin-sdk of this buildproxy"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_hook_is_named_with_the_fix() {
+        let old = WIT.replace(
+            "report: func(counters: list<tuple<string, u64>>) -> list<string>;",
+            "",
+        );
+        assert_ne!(old, WIT, "the WIT still declares report");
+        let err = link_error(&old);
+        assert!(
+            err.contains("its hooks lack report") && err.contains("older wit/plugin.wit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_hooks_export_says_how_to_export_them() {
+        let err = link_error(&WIT.replace("export hooks;", ""));
+        assert!(
+            err.contains("does not export buildproxy:plugin/hooks@0.1.0")
+                && err.contains("export_plugin!"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_import_the_host_does_not_provide_is_named() {
+        let wit = WIT.replace(
+            "world plugin {",
+            "interface clock { now: func() -> u64; }\nworld plugin {\n  import clock;",
+        );
+        let err = link_error(&wit);
+        assert!(
+            err.contains("imports buildproxy:plugin/clock@0.1.0")
+                && err.contains("does not provide"),
+            "{err}"
+        );
+    }
+}
