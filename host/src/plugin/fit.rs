@@ -188,6 +188,23 @@ mod tests {
     }
 
     #[test]
+    fn a_wasi_import_says_to_build_for_wasm32_unknown_unknown() {
+        let wit = format!(
+            "{}\npackage wasi:cli@0.2.0 {{ interface environment {{ get-arguments: func() -> list<string>; }} }}\n",
+            WIT.replace(
+                "world plugin {",
+                "world plugin {\n  import wasi:cli/environment@0.2.0;"
+            )
+        );
+        let err = link_error(&wit);
+        assert!(
+            err.contains("imports wasi:cli/environment@0.2.0")
+                && err.contains("--target wasm32-unknown-unknown"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_import_the_host_does_not_provide_is_named() {
         let wit = WIT.replace(
             "world plugin {",
