@@ -11,7 +11,7 @@ use std::process::Command;
 use std::{env, fs};
 
 /// Plugins embedded in the host binary, in default chain order.
-const BUNDLED: &[&str] = &["capture", "replay", "patch"];
+const BUNDLED: &[&str] = &["redirect", "capture", "replay", "patch"];
 /// Plugins built only for the tests.
 const FIXTURES: &[&str] = &["misbehave"];
 

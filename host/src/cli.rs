@@ -44,6 +44,11 @@ pub struct Common {
     /// Start from an empty chain instead of the bundled plugins.
     #[arg(long)]
     pub no_default_plugins: bool,
+    /// Set the config string of a plugin in the chain, by name (a bundled
+    /// one, e.g. `redirect=flatten`, or a --plugin's file stem). Repeatable;
+    /// the last one for a name wins.
+    #[arg(long = "plugin-config", value_name = "NAME=CONFIG")]
+    pub plugin_configs: Vec<String>,
     /// Rewrite bodies by the rules in RULES.json (a JSON list of
     /// `{"url": REGEX, "find"|"regex": …, "replace": …}` or
     /// `{"url": REGEX, "body_file": PATH}`), with the bundled patch plugin.

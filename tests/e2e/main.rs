@@ -10,4 +10,5 @@ mod clients;
 mod nix;
 mod patch;
 mod proxy;
+mod redirect;
 mod reliability;

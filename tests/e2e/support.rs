@@ -254,10 +254,65 @@ async fn serve(
             .to_string();
         *resp.status_mut() = hyper::StatusCode::FOUND;
         resp.headers_mut().insert("location", to.parse().unwrap());
+    } else if let Some(more) = redirects(&req, &path) {
+        resp = more;
     } else {
         *resp.status_mut() = hyper::StatusCode::NOT_FOUND;
     }
     Ok(resp)
+}
+
+/// Redirect routes (tests/e2e/redirect.rs):
+/// - `/redirect/<code>?to=<percent-encoded location>`: that status, that
+///   `location`, verbatim (relative or absolute);
+/// - `/loop/a` and `/loop/b`: 302 to each other;
+/// - `/releases/download/<tag>/<file>`: like a release download, 302 to a
+///   signed URL on another host name (`localhost`, same port) whose
+///   signature is new on every request;
+/// - `/objects/<file>?…`: 4096 bytes seeded by the file name (the signature
+///   does not change them), as an attachment.
+fn redirects(req: &Request<Incoming>, path: &str) -> Option<Response<Full<Bytes>>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    let location = if let Some(code) = path.strip_prefix("/redirect/") {
+        *resp.status_mut() = hyper::StatusCode::from_u16(code.parse().ok()?).ok()?;
+        url::form_urlencoded::parse(req.uri().query()?.as_bytes())
+            .find(|(k, _)| k == "to")?
+            .1
+            .into_owned()
+    } else if let Some(which) = path.strip_prefix("/loop/") {
+        *resp.status_mut() = hyper::StatusCode::FOUND;
+        format!("/loop/{}", if which == "a" { "b" } else { "a" })
+    } else if let Some(rest) = path.strip_prefix("/releases/download/") {
+        static SIGNATURE: AtomicU64 = AtomicU64::new(0x5eed);
+        let file = rest.rsplit('/').next()?;
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| Some(req.headers().get("host")?.to_str().ok()?.to_string()))?;
+        let port = authority.rsplit(':').next()?;
+        let signature = SIGNATURE.fetch_add(0x9e37_79b9, Ordering::SeqCst);
+        *resp.status_mut() = hyper::StatusCode::FOUND;
+        format!(
+            "https://localhost:{port}/objects/{file}?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+             &X-Amz-Expires=300&X-Amz-Signature={signature:016x}\
+             &response-content-disposition=attachment%3B%20filename%3D{file}"
+        )
+    } else if let Some(file) = path.strip_prefix("/objects/") {
+        let seed = file
+            .bytes()
+            .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(b as u64));
+        *resp.body_mut() = Full::new(Bytes::from(payload(4096, seed)));
+        let disposition = format!("attachment; filename={file}");
+        resp.headers_mut()
+            .insert("content-disposition", disposition.parse().ok()?);
+        return Some(resp);
+    } else {
+        return None;
+    };
+    resp.headers_mut()
+        .insert("location", location.parse().ok()?);
+    Some(resp)
 }
 
 /// A buildproxy serving in the background (`proxy` or `replay` with no

@@ -76,6 +76,7 @@ pub async fn handle(
     let url = super::url::absolute(target.scheme, &target.host, target.port, path);
     let request = wit::Request {
         method: parts.method.as_str().to_string(),
+        chain: proxy.redirects.chain_to(&url),
         url: url.clone(),
         headers: headers::to_wit(&parts.headers),
     };
@@ -199,6 +200,7 @@ impl Flow {
             Ok(o) => o,
             Err(fault) => return self.plugin_fault(&fault),
         };
+        self.remember_redirect(&outcome.head);
         // An upstream HEAD has no body to give; the head goes as it is.
         let no_body = self.method == Method::HEAD && matches!(src, Source_::Upstream(_));
         if !outcome.want_body.is_empty() && !no_body {
@@ -499,6 +501,29 @@ impl Flow {
                 ));
                 tracing::warn!("{} {}: {why}", self.request.method, self.request.url);
                 self.complete(Some(head), None, Some(why), source);
+            }
+        }
+    }
+
+    /// A redirect the client is about to receive: its follow-up request
+    /// will carry the chain (see `redirects`).
+    fn remember_redirect(&self, head: &wit::ResponseHead) {
+        if !super::redirects::is_redirect(head.status) {
+            return;
+        }
+        let location = head
+            .headers
+            .iter()
+            .find(|(n, _)| n == "location")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok());
+        if let Some(location) = location {
+            let req = &self.request;
+            if let Some(target) = self
+                .proxy
+                .redirects
+                .remember(&req.url, &req.chain, location)
+            {
+                tracing::debug!("{} {} redirects to {target}", req.method, req.url);
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod exchange;
 pub mod headers;
+pub mod redirects;
 pub mod server;
 pub mod url;
 
@@ -57,6 +58,8 @@ pub struct Proxy {
     pub store: Option<Arc<Store>>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// The redirects relayed recently, so a follow-up request knows its chain.
+    pub redirects: redirects::Redirects,
     next_id: AtomicU64,
     inflight: watch::Sender<usize>,
 }
@@ -79,6 +82,7 @@ impl Proxy {
             store,
             limits,
             timeouts,
+            redirects: redirects::Redirects::default(),
             next_id: AtomicU64::new(1),
             inflight: watch::channel(0).0,
         }

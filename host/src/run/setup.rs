@@ -42,6 +42,9 @@ pub fn plugin_specs(common: &Common) -> Result<Vec<PluginSpec>> {
     for arg in &common.plugins {
         specs.push(PluginSpec::from_arg(arg)?);
     }
+    for arg in &common.plugin_configs {
+        set_config(&mut specs, arg)?;
+    }
     if !common.patches.is_empty() {
         add_patch_rules(&mut specs, &common.patches)?;
     }
@@ -135,4 +138,25 @@ pub async fn start(
     tokio::spawn(server::serve(proxy.clone(), listener));
     tracing::info!("listening on {addr}");
     Ok(Running { proxy, addr, ca })
+}
+
+/// `--plugin-config NAME=CONFIG`: a bundled plugin has no `=CONFIG` of its
+/// own on the command line, so its config is set by name.
+fn set_config(specs: &mut [PluginSpec], arg: &str) -> Result<()> {
+    let Some((name, config)) = arg.split_once('=') else {
+        anyhow::bail!("--plugin-config {arg:?}: expected NAME=CONFIG, e.g. redirect=flatten");
+    };
+    let mut found = false;
+    for spec in specs.iter_mut().filter(|s| s.name == name) {
+        spec.config = config.to_string();
+        found = true;
+    }
+    if !found {
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        anyhow::bail!(
+            "--plugin-config {arg:?}: no plugin named {name:?} in the chain (it has: {})",
+            names.join(", ")
+        );
+    }
+    Ok(())
 }

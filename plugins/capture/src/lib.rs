@@ -7,15 +7,21 @@
 //!   206 or 304 is not the body). The client still gets a valid answer: a
 //!   server may always ignore those headers.
 //! - `on-complete`: a complete GET/HEAD exchange from upstream becomes an
-//!   entry when its status is 2xx (with its body), 3xx (status-only, with
-//!   `location`), or 404/410 (status-only probes). 5xx, 429, other 4xx,
-//!   failed transfers and other methods are skipped and logged.
+//!   entry when its status is 2xx (with its body), another 3xx
+//!   (status-only), or 404/410 (status-only probes). 5xx, 429, other 4xx,
+//!   failed transfers and other methods are skipped, logged, and listed in
+//!   the end-of-run report.
+//! - Redirects (301, 302, 303, 307, 308 with a `location`) and every
+//!   exchange a redirect led to (its request has a `chain`) are the
+//!   `redirect` plugin's to record: one owner for everything a chain means
+//!   (fetch URLs, forgotten hops, loops).
 //!
 //! Config: empty, or `keep-encoding` to pass `accept-encoding` through (for
 //! upstreams that only serve compressed bodies).
 
 use buildproxy_plugin_sdk::{
-    Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, Source, headers,
+    Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, ResponseHead,
+    Source, headers,
 };
 
 /// Response headers worth replaying: they change how a client treats the
@@ -70,10 +76,19 @@ impl Capture {
             return Decision::Skip(format!("method {} is not replayable", req.method));
         }
         let status = head.status;
+        if !req.chain.is_empty() || is_redirect(head) {
+            return Decision::Skip(
+                "part of a redirect chain: the redirect plugin records it".into(),
+            );
+        }
         let keep_body = match status {
             200..=299 => req.method == "GET",
             300..=399 | 404 | 410 => false,
-            _ => return Decision::Skip(format!("status {status} is not recorded")),
+            _ => {
+                return Decision::Skip(format!(
+                    "upstream answered {status}, which is not recorded"
+                ));
+            }
         };
         let body = if keep_body {
             match &summary.body {
@@ -99,6 +114,26 @@ impl Capture {
             body,
         })
     }
+}
+
+/// A response the client follows with a new request, which the redirect
+/// plugin records (the host links the two by the same rule).
+fn is_redirect(head: &ResponseHead) -> bool {
+    matches!(head.status, 301 | 302 | 303 | 307 | 308)
+        && headers::get(&head.headers, "location").is_some()
+}
+
+/// The counter under which a skip the user should hear about is kept for
+/// the report; `None` for skips that are expected (local answers, chains).
+fn reported(summary: &Exchange, why: &str) -> Option<String> {
+    let worth = summary.source == Source::Upstream
+        && (summary.error.is_some() || summary.head.as_ref().is_some_and(|h| h.status >= 400));
+    worth.then(|| {
+        format!(
+            "not recorded: {} {} ({why})",
+            summary.request.method, summary.request.url
+        )
+    })
 }
 
 impl Plugin for Capture {
@@ -153,14 +188,35 @@ impl Plugin for Capture {
                     Err(e) => host.log(Level::Error, &format!("could not record {url}: {e}")),
                 }
             }
-            Decision::Skip(why) => host.log(
-                Level::Info,
-                &format!(
-                    "not recorded: {} {} ({why})",
-                    summary.request.method, summary.request.url
-                ),
-            ),
+            Decision::Skip(why) => {
+                host.log(
+                    Level::Info,
+                    &format!(
+                        "not recorded: {} {} ({why})",
+                        summary.request.method, summary.request.url
+                    ),
+                );
+                if let Some(line) = reported(&summary, &why) {
+                    host.count(&line, 1);
+                }
+            }
         }
+    }
+
+    /// Lists what upstream failed to give (5xx, 429, other errors, broken
+    /// transfers): the build got no recordable answer there.
+    fn report(&mut self, _host: &dyn Host, counters: Vec<(String, u64)>) -> Vec<String> {
+        counters
+            .into_iter()
+            .filter(|(name, _)| name.starts_with("not recorded: "))
+            .map(|(name, n)| {
+                if n > 1 {
+                    format!("{name}, {n} times")
+                } else {
+                    name
+                }
+            })
+            .collect()
     }
 }
 

@@ -8,6 +8,7 @@ fn exchange(method: &str, status: u16, body: Option<Blob>) -> Exchange {
             method: method.into(),
             url: "https://example.org/f.tar.gz".into(),
             headers: vec![],
+            chain: vec![],
         },
         sent_url: "https://example.org/f.tar.gz".into(),
         head: Some(ResponseHead {
@@ -43,8 +44,8 @@ fn records_a_complete_200_with_only_the_headers_that_matter() {
 }
 
 #[test]
-fn records_404_and_redirects_status_only_and_skips_5xx_and_429() {
-    for status in [404, 410, 301, 302] {
+fn records_404_and_other_3xx_status_only_and_skips_5xx_and_429() {
+    for status in [404, 410, 300, 301] {
         let Decision::Record(e) = Capture::decide(&exchange("GET", status, blob("x"))) else {
             panic!("{status} not recorded")
         };
@@ -84,6 +85,7 @@ fn strips_encoding_range_and_conditionals_in_capture_only() {
             ("range".into(), b"bytes=0-1".to_vec()),
             ("user-agent".into(), b"curl".to_vec()),
         ],
+        chain: vec![],
     };
     let mut p = Capture::default();
     p.configure(&host, Mode::Capture, "").unwrap();
@@ -120,4 +122,45 @@ fn rejects_an_unknown_config_with_the_options_it_takes() {
         .configure(&MemoryHost::default(), Mode::Capture, "fast")
         .unwrap_err();
     assert!(err.contains("keep-encoding"), "{err}");
+}
+
+#[test]
+fn leaves_redirects_and_what_they_led_to_to_the_redirect_plugin() {
+    let mut redirect = exchange("GET", 302, None);
+    let head = redirect.head.as_mut().unwrap();
+    head.headers
+        .push(("location".into(), b"/elsewhere".to_vec()));
+    assert!(matches!(Capture::decide(&redirect), Decision::Skip(_)));
+    let mut followed = exchange("GET", 200, blob("sha256-a"));
+    followed.request.chain = vec!["https://example.org/dl".into()];
+    assert!(matches!(Capture::decide(&followed), Decision::Skip(_)));
+}
+
+#[test]
+fn reports_what_upstream_failed_to_give_once_per_url() {
+    let host = MemoryHost::default();
+    let mut p = Capture::default();
+    p.configure(&host, Mode::Capture, "").unwrap();
+    for status in [500, 500, 429] {
+        let mut ex = exchange("GET", status, None);
+        ex.request.url = format!("https://example.org/{status}");
+        p.on_complete(&host, 1, ex);
+    }
+    let mut local = exchange("GET", 404, None);
+    local.source = Source::Plugin;
+    p.on_complete(&host, 2, local);
+    let lines = p.report(&host, host.totals());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("https://example.org/500") && l.ends_with("2 times")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("https://example.org/429 (upstream answered 429")),
+        "{lines:?}"
+    );
 }

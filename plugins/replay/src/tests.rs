@@ -32,6 +32,7 @@ fn req(method: &str, url: &str, headers: &[(&str, &str)]) -> Request {
             .iter()
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect(),
+        chain: vec![],
     }
 }
 
