@@ -114,12 +114,14 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
     let ca = TestCa::new(scratch.dir.path());
     let up = Upstream::start(&ca);
     let plugin = fixture_plugin("misbehave");
-    for (how, expect) in [
-        ("trap", "unreachable"),
-        ("loop", "deadline"),
-        ("grow", "memory"),
-        ("bad-status", "1000"),
-        ("bad-header", "bad name"),
+    // The deadline is short where it is the point, and generous where it
+    // must not fire first (a loaded machine allocates slowly).
+    for (how, expect, deadline_ms) in [
+        ("trap", "unreachable", "5000"),
+        ("loop", "deadline", "200"),
+        ("grow", "memory", "10000"),
+        ("bad-status", "1000", "5000"),
+        ("bad-header", "bad name", "5000"),
     ] {
         let arg = format!("{}={how}", plugin.display());
         let proxy = proxy_with(
@@ -129,7 +131,7 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
                 "--plugin",
                 &arg,
                 "--plugin-deadline-ms",
-                "200",
+                deadline_ms,
                 "--plugin-memory-mib",
                 "32",
             ],
