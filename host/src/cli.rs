@@ -73,6 +73,21 @@ pub struct Common {
     /// Compiled-plugin cache directory [default: $XDG_CACHE_HOME/buildproxy/plugins].
     #[arg(long, env = "BUILDPROXY_PLUGIN_CACHE")]
     pub plugin_cache: Option<PathBuf>,
+    /// Seconds to wait for a connection to an upstream.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub connect_timeout_secs: f64,
+    /// Seconds to wait from sending a request upstream to its response
+    /// head; past it the client gets a 504.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub response_timeout_secs: f64,
+    /// Seconds an upstream body may send nothing, mid-transfer, before the
+    /// download fails (and is not recorded).
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    pub idle_timeout_secs: f64,
+    /// Seconds a client has to send a request head; an idle or stalled
+    /// connection is closed after it.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub client_header_timeout_secs: f64,
     /// Send loopback traffic (localhost, 127.0.0.1, ::1) through the proxy
     /// too; by default clients reach loopback directly.
     #[arg(long)]

@@ -7,6 +7,7 @@ mod support;
 
 mod capture_replay;
 mod clients;
+mod load;
 mod nix;
 mod patch;
 mod proxy;

@@ -624,3 +624,263 @@ async fn git_http_backend(
     }
     resp
 }
+
+/// An HTTP/1.1 upstream on 127.0.0.1 that fails on purpose, written on raw
+/// sockets so it can do what a well-behaved server library never does
+/// (tests/e2e/reliability.rs):
+/// - `/ok/<n>`: n bytes of `payload(n, 1)`, whole;
+/// - `/reset/<n>`: promises 2n bytes, sends n, then resets the connection;
+/// - `/reset-chunked/<n>`: a chunked body: n bytes, then a reset, no last
+///   chunk;
+/// - `/short/<n>`: promises n + 1000 bytes, sends n, then closes cleanly;
+/// - `/stall-head`: reads the request and never answers;
+/// - `/stall-body/<n>`: promises 2n bytes, sends n, then sends nothing.
+///
+/// A stalled connection is held until the proxy gives up on it.
+pub struct FaultyUpstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicU64>,
+}
+
+impl FaultyUpstream {
+    pub fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let h = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let _ = faulty_exchange(stream);
+                });
+            }
+        });
+        Self { addr, hits }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+fn faulty_exchange(mut stream: std::net::TcpStream) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let target = head.split(' ').nth(1).unwrap_or("/").to_string();
+    let path = target
+        .split_once("://")
+        .map_or(target.as_str(), |(_, rest)| {
+            &rest[rest.find('/').unwrap_or(rest.len())..]
+        })
+        .to_string();
+    let (route, n) = match path.rsplit_once('/').map(|(r, n)| (r, n.parse::<usize>())) {
+        Some((r, Ok(n))) => (r.to_string(), n),
+        _ => (path.clone(), 0),
+    };
+    let body = payload(n, 1);
+    let hold = |mut s: std::net::TcpStream| {
+        // Until the proxy hangs up (read returns 0 or fails).
+        let mut sink = [0u8; 1024];
+        while matches!(s.read(&mut sink), Ok(k) if k > 0) {}
+    };
+    match route.as_str() {
+        "/ok" => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\nconnection: close\r\n\r\n"
+            )?;
+            stream.write_all(&body)?;
+        }
+        "/reset" => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                2 * n
+            )?;
+            stream.write_all(&body)?;
+            stream.flush()?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            reset(stream);
+        }
+        "/reset-chunked" => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n{n:x}\r\n"
+            )?;
+            stream.write_all(&body)?;
+            stream.write_all(b"\r\n")?;
+            stream.flush()?;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            reset(stream);
+        }
+        "/short" => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                n + 1000
+            )?;
+            stream.write_all(&body)?;
+            stream.shutdown(std::net::Shutdown::Write)?;
+            hold(stream);
+        }
+        "/stall-head" => hold(stream),
+        "/stall-body" => {
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                2 * n
+            )?;
+            stream.write_all(&body)?;
+            hold(stream);
+        }
+        _ => {
+            write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Closes with a TCP reset (SO_LINGER 0) instead of a clean FIN.
+fn reset(stream: std::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on a socket we own, with a valid linger struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(stream);
+}
+
+/// A 127.0.0.1 address where a TCP connect hangs: a listener with a backlog
+/// of 0 whose one queue slot is taken and never accepted, so the kernel
+/// drops further SYNs. Keep the value alive while it is used.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: std::net::TcpListener,
+    _filler: std::net::TcpStream,
+}
+
+impl Blackhole {
+    pub fn new() -> Self {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain socket calls on a descriptor we create and hand to
+        // TcpListener, which then owns it.
+        let listener = unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            assert_eq!(
+                libc::bind(fd, (&sa as *const libc::sockaddr_in).cast(), len),
+                0
+            );
+            assert_eq!(libc::listen(fd, 0), 0);
+            std::net::TcpListener::from_raw_fd(fd)
+        };
+        let addr = listener.local_addr().unwrap();
+        let filler = std::net::TcpStream::connect(addr).unwrap();
+        Self {
+            addr,
+            _listener: listener,
+            _filler: filler,
+        }
+    }
+}
+
+/// An HTTPS upstream on 127.0.0.1 whose certificate, signed by its own CA
+/// (written to `ca_pem`), names only `elsewhere.invalid`: trusted, but for
+/// the wrong name.
+pub struct WrongNameUpstream {
+    pub addr: SocketAddr,
+    pub ca_pem: PathBuf,
+    _rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl WrongNameUpstream {
+    pub fn start(dir: &Path) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["elsewhere.invalid".to_string()]).unwrap();
+        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let ca_pem = dir.join("wrong-name-ca.pem");
+        std::fs::write(&ca_pem, ca_cert.pem()).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf_cert.der().clone()], key)
+        .unwrap();
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        rt.spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let service = service_fn(|_r: Request<Incoming>| async {
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"x"))))
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            ca_pem,
+            _rt: rt,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.addr)
+    }
+}

@@ -67,13 +67,57 @@ pub(crate) fn read_raw(path: &Path) -> Result<Vec<RawEntry>, InventoryError> {
     serde_json::from_slice(&bytes).map_err(|e| {
         let message = e.to_string();
         let suffix = format!(" at line {} column {}", e.line(), e.column());
+        let message = message.strip_suffix(&suffix).unwrap_or(&message).to_owned();
+        let (line, column) = (e.line(), e.column());
+        if e.classify() == serde_json::error::Category::Data
+            && let Some((index, url)) = first_unfit_entry(&bytes)
+        {
+            return InventoryError::InvalidEntry {
+                path: path.to_owned(),
+                pos: Some((line, column)),
+                index,
+                url,
+                fix: fix_for(&message),
+                problem: message,
+            };
+        }
         InventoryError::Json {
             path: path.to_owned(),
-            line: e.line(),
-            column: e.column(),
-            message: message.strip_suffix(&suffix).unwrap_or(&message).to_owned(),
+            line,
+            column,
+            message,
         }
     })
+}
+
+/// For valid JSON that is not in our schema: the index and URL of the
+/// first entry that does not fit, so the message can name it. Runs only
+/// on the error path: loading a good file parses it once.
+fn first_unfit_entry(bytes: &[u8]) -> Option<(usize, String)> {
+    let values: Vec<serde_json::Value> = serde_json::from_slice(bytes).ok()?;
+    values.into_iter().enumerate().find_map(|(index, v)| {
+        let url = v
+            .get("url")
+            .and_then(|u| u.as_str())
+            .unwrap_or("?")
+            .to_owned();
+        serde_json::from_value::<RawEntry>(v)
+            .is_err()
+            .then_some((index, url))
+    })
+}
+
+fn fix_for(problem: &str) -> &'static str {
+    if problem.contains("missing field `file`") {
+        "give `\"file\": null` for a status-only entry (a redirect hop, a 404 probe), \
+         or the path of its body"
+    } else if problem.contains("missing field `url`") {
+        "give the URL the build requested"
+    } else {
+        "each entry is {\"url\", \"file\", \"status_code\"?, \"headers\"?, \"method\"?, \
+         \"hash\"?}, as Nix's builtins.toJSON makes from a proxy_content.nix: fix the entry \
+         or build the file again"
+    }
 }
 
 /// Checks raw entries and turns them into [`Entry`]s, asking `resolve` for
@@ -240,7 +284,7 @@ impl Resolver {
                     "`file` {file}{really} is outside the allowed roots ({})",
                     roots.join(", ")
                 ),
-                "point it into the Nix store, or allow its directory explicitly",
+                "point it into the Nix store, or allow its directory with --allow-root DIR",
             ));
         }
         let meta = fs::metadata(&real)

@@ -19,6 +19,8 @@ pub mod index;
 pub mod journal;
 pub mod names;
 pub mod nix;
+#[cfg(test)]
+mod props;
 pub mod store;
 
 pub use entry::{Body, Entry};
@@ -130,11 +132,20 @@ fn at(path: &Path, pos: Option<(usize, usize)>) -> String {
 }
 
 /// What the user can do about an I/O error, for the common causes.
+///
+/// By kind as well as by errno: wrappers such as `tempfile`'s (which add the
+/// path) keep the kind but not the raw OS error.
 pub(crate) fn io_hint(e: &io::Error) -> &'static str {
     match e.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => " (the disk is full: free space and retry)",
         Some(libc::EROFS) => " (read-only file system: choose a writable location)",
         _ => match e.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                " (the disk is full: free space and retry)"
+            }
+            io::ErrorKind::ReadOnlyFilesystem => {
+                " (read-only file system: choose a writable location)"
+            }
             io::ErrorKind::PermissionDenied => {
                 " (check the file's and its directory's permissions)"
             }
@@ -233,6 +244,13 @@ mod tests {
         );
         let s = e.to_string();
         assert!(s.starts_with("/d/blob: cannot write: "), "{s}");
+        assert!(s.contains("disk is full"), "{s}");
+        // As tempfile wraps it: the kind survives, the errno does not.
+        let wrapped = io::Error::new(
+            io::Error::from_raw_os_error(libc::ENOSPC).kind(),
+            "No space left on device (os error 28) at path \"/d/.tmp\"",
+        );
+        let s = InventoryError::io("/d/f", "write", wrapped).to_string();
         assert!(s.contains("disk is full"), "{s}");
     }
 }

@@ -7,11 +7,14 @@
 //!   and writing to the content store when asked.
 //! - [`file_body`]: a recorded body from a file, a byte range of it if asked,
 //!   read on the blocking pool in large chunks.
+//! - [`Idle`]: an upstream body that fails when it sends nothing for too
+//!   long, so a stalled transfer ends with an error instead of hanging.
 
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -19,6 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio::time::{Instant, Sleep};
 
 use crate::inventory::store::BlobWriter;
 
@@ -81,6 +85,78 @@ impl Body for ChannelBody {
     }
 }
 
+/// An upstream body with a deadline on silence: each frame must arrive
+/// within `limit` of the previous one (or of the head). Errors carry their
+/// whole cause chain ("connection reset by peer", "end of file before
+/// message length reached"), since they end up in the user's summary.
+pub struct Idle<B> {
+    inner: B,
+    limit: Duration,
+    timer: Pin<Box<Sleep>>,
+    sent: u64,
+}
+
+impl<B> Idle<B> {
+    pub fn new(inner: B, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            timer: Box::pin(tokio::time::sleep(limit)),
+            sent: 0,
+        }
+    }
+}
+
+impl<B> Body for Idle<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::error::Error + 'static,
+{
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                let next = Instant::now() + this.limit;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                Poll::Ready(Some(Err(io::Error::other(super::error::chain(&e)))))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the upstream sent nothing for {} s after {} bytes of the body \
+                         (--idle-timeout-secs)",
+                        this.limit.as_secs_f64(),
+                        this.sent
+                    ),
+                )))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// What a completely transferred body was.
 #[derive(Debug, Clone)]
 pub struct Digested {
@@ -104,6 +180,12 @@ pub fn hex(digest: &[u8]) -> String {
 /// Moves `body` to `tx`, hashing it; the result says whether the whole body
 /// went through. A client that hangs up, an upstream reset or a body shorter
 /// than its `content-length` is an error: such a body is never recorded.
+///
+/// Capture records only a body it read whole from upstream: when the client
+/// leaves mid-body, pumping stops (nothing more is read from upstream) and
+/// the exchange is not recorded. When the upstream or the content store
+/// fails, the client's body ends with an error, never cleanly, so it cannot
+/// take a truncated body for a whole one.
 pub async fn pump<B>(
     mut body: B,
     tx: mpsc::Sender<io::Result<Bytes>>,
@@ -127,13 +209,25 @@ where
         let Ok(data) = frame.into_data() else {
             continue;
         };
+        // An h2 upstream often ends with an empty DATA frame (END_STREAM).
+        // By then the client may have had every byte its content-length
+        // promised and hyper may have let go of its side: sending it the
+        // empty frame would fail, and a whole body pass for a client that
+        // left.
+        if data.is_empty() {
+            continue;
+        }
         hasher.update(&data);
         size += data.len() as u64;
         if let Some(w) = &mut writer {
             // Page-cache writes of one chunk are quick; the fsync is not, and
             // happens off the runtime in `finish`.
-            w.write(&data)
-                .map_err(|e| format!("writing to the content store: {e}"))?;
+            if let Err(e) = w.write(&data) {
+                // Dropping the writer (on return) removes the partial blob.
+                let why = format!("content store: {e}");
+                let _ = tx.send(Err(io::Error::other(why.clone()))).await;
+                return Err(why);
+            }
         }
         if tx.send(Ok(data)).await.is_err() {
             return Err(format!("client went away after {size} bytes"));
@@ -255,6 +349,30 @@ mod tests {
         let body = file_body(&path, 1000, 600_000).unwrap();
         let got = body.collect().await.unwrap().to_bytes();
         assert_eq!(&got[..], &data[1000..601_000]);
+    }
+
+    /// Found by the load test: an h2 upstream's closing empty frame, after
+    /// the client took the whole body and hung up, is not a client that
+    /// left mid-body.
+    #[tokio::test]
+    async fn a_closing_empty_frame_after_the_client_is_done_still_records() {
+        let (feed, frames) = mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
+        let src = http_body_util::StreamBody::new(Box::pin(futures_util::stream::unfold(
+            frames,
+            |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+        )));
+        let (tx, mut rx) = channel(Some(5));
+        let task = tokio::spawn(async move { pump(src, tx, None).await });
+        feed.send(Ok(Frame::data(Bytes::from_static(b"hello"))))
+            .await
+            .unwrap();
+        let first = rx.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"hello");
+        drop(rx);
+        feed.send(Ok(Frame::data(Bytes::new()))).await.unwrap();
+        drop(feed);
+        let d = task.await.unwrap().unwrap();
+        assert_eq!(d.size, 5);
     }
 
     #[tokio::test]

@@ -60,7 +60,7 @@ struct Flow {
 
 /// What the body of a response will be made from.
 enum Source_ {
-    Upstream(Incoming),
+    Upstream(body::Idle<Incoming>),
     Bytes(Vec<u8>),
     Blob(BlobRef, String),
     None,
@@ -172,11 +172,21 @@ impl Flow {
                 return self.fail(
                     StatusCode::GATEWAY_TIMEOUT,
                     Side::Upstream,
-                    &format!("no response within {} s", limit.as_secs()),
+                    &format!(
+                        "no response head within {} s (--response-timeout-secs)",
+                        limit.as_secs_f64()
+                    ),
                 );
             }
             Ok(Err(e)) => {
-                return self.fail(StatusCode::BAD_GATEWAY, Side::Upstream, &error::chain(&e));
+                let mut cause = error::chain(&e);
+                if e.is_connect() && cause.ends_with("deadline has elapsed") {
+                    let limit = self.proxy.timeouts.connect.as_secs_f64();
+                    cause.push_str(&format!(
+                        " (no connection within {limit} s, --connect-timeout-secs)"
+                    ));
+                }
+                return self.fail(StatusCode::BAD_GATEWAY, Side::Upstream, &cause);
             }
             Ok(Ok(r)) => r,
         };
@@ -185,6 +195,7 @@ impl Flow {
             status: parts.status.as_u16(),
             headers: headers::to_wit(&parts.headers),
         };
+        let body = body::Idle::new(body, self.proxy.timeouts.body_idle);
         self.respond(head, Source_::Upstream(body), Source::Upstream)
             .await
     }

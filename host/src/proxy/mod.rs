@@ -30,12 +30,18 @@ use body::ProxyBody;
 
 pub type Upstream = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
+/// How long the proxy waits on the network before it gives up on an
+/// exchange. Every wait on a peer has one, so a stalled upstream or client
+/// fails its own exchange and never hangs the build (flags in `cli::Common`).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// Connecting to an upstream.
     pub connect: Duration,
     /// From sending a request upstream to its response head.
     pub response: Duration,
+    /// An upstream body that sends nothing for this long, mid-transfer,
+    /// fails: without it a stalled body would hold its client forever.
+    pub body_idle: Duration,
     /// A client's request head must arrive within this.
     pub client_header: Duration,
 }
@@ -45,6 +51,7 @@ impl Default for Timeouts {
         Self {
             connect: Duration::from_secs(30),
             response: Duration::from_secs(300),
+            body_idle: Duration::from_secs(120),
             client_header: Duration::from_secs(60),
         }
     }

@@ -48,6 +48,21 @@ fn builder(proxy: &Proxy) -> auto::Builder<TokioExecutor> {
 async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream) {
     // Nagle would hold back every small response on a kept-alive connection.
     let _ = stream.set_nodelay(true);
+    // hyper's header timeout starts once it knows the HTTP version, which
+    // it learns from the first bytes: a client that sends none would hold
+    // its connection (and a file descriptor) forever.
+    let limit = proxy.timeouts.client_header;
+    match tokio::time::timeout(limit, stream.peek(&mut [0u8; 1])).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!(
+                "a client sent nothing for {} s (--client-header-timeout-secs): closed",
+                limit.as_secs_f64()
+            );
+            return;
+        }
+    }
     let p = proxy.clone();
     let service = service_fn(move |req| {
         let p = p.clone();
@@ -108,10 +123,21 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (connect_host, port) = split_authority(&authority);
-    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
-        Ok(s) => s,
-        Err(e) => {
+    // The handshake is the tunnel's request head: it gets the same time.
+    let limit = proxy.timeouts.client_header;
+    let accept = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match tokio::time::timeout(limit, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
             tracing::warn!("CONNECT {authority}: the client did not start TLS: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(
+                "CONNECT {authority}: the client sent no TLS hello within {} s \
+                 (--client-header-timeout-secs)",
+                limit.as_secs_f64()
+            );
             return;
         }
     };
@@ -128,9 +154,13 @@ where
             return;
         }
     };
-    let tls = match start.into_stream(config).await {
-        Ok(t) => t,
-        Err(e) => {
+    let tls = match tokio::time::timeout(limit, start.into_stream(config)).await {
+        Err(_) => {
+            tracing::warn!("CONNECT {authority}: the TLS handshake with the client stalled");
+            return;
+        }
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
             tracing::warn!(
                 "CONNECT {authority}: TLS handshake with the client failed: {e} \
                  (does the client trust buildproxy's CA? see SSL_CERT_FILE)"
@@ -148,10 +178,14 @@ where
         };
         async move { Ok::<_, Infallible>(exchange::handle(p, req, target).await) }
     });
-    if let Err(e) = builder(&proxy)
-        .serve_connection(TokioIo::new(tls), service)
-        .await
-    {
+    // ALPN already chose the version: serving it directly (rather than
+    // sniffing the first bytes) puts an idle client under the header
+    // timeout at once.
+    let builder = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => builder(&proxy).http2_only(),
+        _ => builder(&proxy).http1_only(),
+    };
+    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
         tracing::debug!("tunnel {authority}: {e}");
     }
 }

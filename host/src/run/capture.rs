@@ -56,7 +56,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         None => None,
     };
     let (roots, root_certs) = upstream::roots(&args.upstream_ca)?;
-    let timeouts = crate::proxy::Timeouts::default();
+    let timeouts = setup::timeouts(&args.common)?;
     let client = upstream_client(upstream::client_config(roots), &timeouts);
     let catalog = Arc::new(Catalog::for_capture(Some(journal)));
     let running = setup::start(
@@ -95,7 +95,21 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     for url in &changed {
         eprintln!("buildproxy: changed since the last capture: {url}");
     }
-    nix::write_atomic(&args.output, &entries)?;
+    if let Err(e) = nix::write_atomic(&args.output, &entries) {
+        // The old file is intact; what this run recorded must not be lost
+        // with it: make the journal whole, and say how to finish.
+        let e = anyhow::Error::new(e);
+        return Err(match catalog.take_journal().map(|j| j.close()) {
+            Some(Ok(())) => e.context(format!(
+                "this capture's entries are kept in {}: once this is fixed, run \
+                 `buildproxy capture --recover{} --output {}`",
+                journal_path.display(),
+                if args.merge { " --merge" } else { "" },
+                args.output.display()
+            )),
+            _ => e,
+        });
+    }
     if let Some(j) = catalog.take_journal()
         && let Err(e) = j.remove()
     {

@@ -10,12 +10,15 @@ use crate::catalog::Catalog;
 use crate::cli::ProxyArgs;
 use crate::env::ClientEnv;
 use crate::plugin::bindings::Mode;
-use crate::proxy::{Timeouts, upstream_client};
+use crate::proxy::upstream_client;
 use crate::tls::upstream;
 
 pub async fn run(args: ProxyArgs) -> Result<i32> {
     let (roots, root_certs) = upstream::roots(&args.upstream_ca)?;
-    let client = upstream_client(upstream::client_config(roots), &Timeouts::default());
+    let client = upstream_client(
+        upstream::client_config(roots),
+        &setup::timeouts(&args.common)?,
+    );
     let catalog = Arc::new(Catalog::default());
     let running = setup::start(&args.common, Mode::Proxy, catalog, Some(client), None).await?;
     let env = ClientEnv::prepare(

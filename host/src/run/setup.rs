@@ -32,6 +32,25 @@ pub fn limits(common: &Common) -> Limits {
     }
 }
 
+/// The network timeouts from `--*-timeout-secs`.
+pub fn timeouts(common: &Common) -> Result<Timeouts> {
+    let secs = |flag: &str, v: f64| {
+        Duration::try_from_secs_f64(v)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| anyhow::anyhow!("--{flag} {v}: give a positive number of seconds"))
+    };
+    Ok(Timeouts {
+        connect: secs("connect-timeout-secs", common.connect_timeout_secs)?,
+        response: secs("response-timeout-secs", common.response_timeout_secs)?,
+        body_idle: secs("idle-timeout-secs", common.idle_timeout_secs)?,
+        client_header: secs(
+            "client-header-timeout-secs",
+            common.client_header_timeout_secs,
+        )?,
+    })
+}
+
 pub fn plugin_specs(common: &Common) -> Result<Vec<PluginSpec>> {
     let mut specs = if common.no_default_plugins {
         Vec::new()
@@ -133,7 +152,7 @@ pub async fn start(
         upstream,
         store,
         limits,
-        Timeouts::default(),
+        timeouts(common)?,
     ));
     tokio::spawn(server::serve(proxy.clone(), listener));
     tracing::info!("listening on {addr}");

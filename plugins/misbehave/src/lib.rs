@@ -3,15 +3,17 @@
 //!
 //! Config: `trap` (panics, which traps), `loop` (never returns), `grow`
 //! (allocates without bound), `bad-status` (answers status 1000),
-//! `bad-header` (answers a header name with a space), `config-error`
-//! (refuses its config).
+//! `bad-header` (answers a header name with a space), `bad-value` (answers
+//! a header value with a newline, which would split the head on the wire),
+//! `bad-value-response` (replaces an upstream response's head with such a
+//! value, in `on-response`), `config-error` (refuses its config).
 //!
 //! It also behaves, for the chain-semantics tests, on URLs containing
 //! `/chain`: `respond:TEXT` answers locally with TEXT; `rewrite:PATH`
 //! rewrites the request's path to PATH and adds `x-rewritten-by`.
 
 use buildproxy_plugin_sdk::{
-    Body, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead,
+    Body, Host, Mode, Plugin, Request, RequestAction, Response, ResponseAction, ResponseHead,
 };
 
 #[derive(Default)]
@@ -77,9 +79,29 @@ impl Plugin for Misbehave {
             }
             "bad-status" => answer(1000, vec![]),
             "bad-header" => answer(200, vec![("bad name".into(), b"x".to_vec())]),
+            "bad-value" => answer(200, vec![("x-injected".into(), SPLIT_VALUE.to_vec())]),
             _ => RequestAction::Pass,
         }
     }
+
+    fn on_response(
+        &mut self,
+        _host: &dyn Host,
+        _id: u64,
+        req: Request,
+        mut head: ResponseHead,
+    ) -> ResponseAction {
+        if !req.url.contains("/boom") || self.how != "bad-value-response" {
+            return ResponseAction::Pass;
+        }
+        head.headers
+            .push(("x-injected".into(), SPLIT_VALUE.to_vec()));
+        ResponseAction::ReplaceHead(head)
+    }
 }
+
+/// A header value that, sent as is, would end the head early and smuggle a
+/// header of the plugin's choosing.
+const SPLIT_VALUE: &[u8] = b"a\r\nset-cookie: smuggled";
 
 buildproxy_plugin_sdk::export_plugin!(Misbehave);
