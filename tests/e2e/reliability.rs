@@ -853,3 +853,32 @@ fn journal_path(output: &std::path::Path) -> std::path::PathBuf {
     name.push(".journal");
     output.with_file_name(name)
 }
+
+/// `capture --merge` reads the file it will update before the build runs:
+/// a broken one stops it at start, naming the place and the fix, and is
+/// left as it was.
+#[test]
+fn a_broken_file_to_merge_into_stops_capture_before_the_build_runs() {
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let broken = "{ fetchurl }:\n[\n  { url = \"https://e.org/a\" file = null; }\n]\n";
+    std::fs::write(s.path("proxy_content.nix"), broken).unwrap();
+    let out = capture_command(s.dir.path(), &ca, &["--merge"], "touch ran")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(!s.path("ran").exists(), "the build ran");
+    assert!(
+        err.contains("proxy_content.nix:3:") && err.contains("expected `;`"),
+        "names the place: {err}"
+    );
+    assert!(
+        err.contains("regenerate it with `buildproxy capture`"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.path("proxy_content.nix")).unwrap(),
+        broken
+    );
+}
