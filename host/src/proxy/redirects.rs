@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use buildproxy_plugin_sdk::location::resolve;
+
 /// How long a relayed redirect waits for its follow-up request. Clients
 /// follow at once; the margin covers a slow connect to another host.
 pub const LINK_TTL: Duration = Duration::from_secs(120);
@@ -121,104 +123,6 @@ impl Redirects {
         links.order.push_back((target.clone(), now));
         Some(target)
     }
-}
-
-/// Resolves a `location` against the URL of the request it answered
-/// (RFC 3986, section 5.2), and normalises the result as the proxy writes
-/// request URLs (see `url::absolute`), so it compares equal to the request
-/// the client will send. The fragment is dropped: clients do not send it.
-pub fn resolve(base: &str, location: &str) -> Option<String> {
-    let location = location.trim();
-    let location = location.split('#').next().unwrap_or("");
-    let (scheme, rest) = split_scheme(base)?;
-    let (base_authority, base_path, base_query) = split_hier(rest);
-    let (scheme, authority, path, query) = if let Some((s, r)) = split_scheme(location) {
-        let (a, p, q) = split_hier(r);
-        (s, a?, remove_dots(p), q)
-    } else if location.starts_with("//") {
-        let (a, p, q) = split_hier(location);
-        return normalise(scheme, a?, &remove_dots(p), q);
-    } else if location.is_empty() {
-        (scheme, base_authority?, base_path.to_string(), base_query)
-    } else if let Some(q) = location.strip_prefix('?') {
-        (scheme, base_authority?, base_path.to_string(), Some(q))
-    } else {
-        let (p, q) = match location.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (location, None),
-        };
-        let path = if p.starts_with('/') {
-            remove_dots(p)
-        } else {
-            let dir = &base_path[..base_path.rfind('/').map_or(0, |i| i + 1)];
-            let dir = if dir.is_empty() { "/" } else { dir };
-            remove_dots(&format!("{dir}{p}"))
-        };
-        (scheme, base_authority?, path, q)
-    };
-    normalise(scheme, authority, &path, query)
-}
-
-fn normalise(scheme: &str, authority: &str, path: &str, query: Option<&str>) -> Option<String> {
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let authority: http::uri::Authority = authority.parse().ok()?;
-    let (host, port) = super::url::split_authority(&authority);
-    let path_and_query = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    Some(super::url::absolute(&scheme, &host, port, &path_and_query))
-}
-
-/// `("https", "//host/p?q")` from `https://host/p?q`.
-fn split_scheme(url: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = url.split_once(':')?;
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    valid.then_some((scheme, rest))
-}
-
-/// Authority (when `//` starts it), path and query of a hierarchical part.
-fn split_hier(rest: &str) -> (Option<&str>, &str, Option<&str>) {
-    let (before_query, query) = match rest.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (rest, None),
-    };
-    match before_query.strip_prefix("//") {
-        Some(r) => {
-            let end = r.find('/').unwrap_or(r.len());
-            (Some(&r[..end]), &r[end..], query)
-        }
-        None => (None, before_query, query),
-    }
-}
-
-/// RFC 3986 5.2.4: `.` and `..` segments out of an absolute path.
-fn remove_dots(path: &str) -> String {
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    for (i, seg) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        match *seg {
-            "." => {
-                if last {
-                    out.push("");
-                }
-            }
-            ".." => {
-                out.pop();
-                if last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    format!("/{}", out.join("/"))
 }
 
 #[cfg(test)]

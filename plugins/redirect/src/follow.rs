@@ -8,7 +8,7 @@
 
 use buildproxy_plugin_sdk::{Entry, Host};
 
-use crate::location;
+use buildproxy_plugin_sdk::location;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Followed {

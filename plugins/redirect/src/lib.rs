@@ -24,7 +24,6 @@
 
 pub mod config;
 pub mod follow;
-pub mod location;
 pub mod record;
 
 use buildproxy_plugin_sdk::{

@@ -18,7 +18,7 @@
 use buildproxy_plugin_sdk::{Entry, Exchange, ResponseHead, Source, headers};
 
 use crate::config::Config;
-use crate::location;
+use buildproxy_plugin_sdk::location;
 
 /// Response headers worth replaying; the same list as the capture plugin's
 /// (a test holds them equal).

@@ -29,6 +29,7 @@ pub mod bindings {
 }
 
 pub mod headers;
+pub mod location;
 pub mod testing;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

@@ -4,8 +4,10 @@
 //! byte for byte), so the result compares equal to the URL of the request a
 //! client sends when it follows, and to the URL of a recorded entry.
 //!
-//! The host links chains with the same rules (host/src/proxy/redirects.rs);
-//! both are tested on RFC 3986's examples.
+//! One implementation for both sides: the host links redirect chains with it
+//! (host/src/proxy/redirects.rs) and the redirect plugin follows recorded
+//! chains with it, so the two can never disagree about where a `location`
+//! points. Tested on RFC 3986's examples.
 
 /// The absolute URL `location` names, seen from `base`; `None` when it is
 /// not an http(s) URL. The fragment is dropped: clients do not send it.
