@@ -19,22 +19,11 @@
 //! Config: empty, or `keep-encoding` to pass `accept-encoding` through (for
 //! upstreams that only serve compressed bodies).
 
+use buildproxy_plugin_sdk::record;
 use buildproxy_plugin_sdk::{
     Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, ResponseHead,
     Source, headers,
 };
-
-/// Response headers worth replaying: they change how a client treats the
-/// body. Hop-by-hop and per-connection headers are the host's business.
-pub const RECORDED_HEADERS: &[&str] = &[
-    "content-disposition",
-    "content-encoding",
-    "content-length",
-    "content-type",
-    "etag",
-    "last-modified",
-    "location",
-];
 
 /// Request headers that would make upstream answer with something other than
 /// the plain body `fetchurl` downloads.
@@ -98,21 +87,13 @@ impl Capture {
         } else {
             None
         };
-        let headers = head
-            .headers
-            .iter()
-            .filter(|(name, _)| RECORDED_HEADERS.contains(&name.as_str()))
-            .filter(|(name, _)| keep_body || name != "content-length")
-            .filter_map(|(n, v)| Some((n.clone(), String::from_utf8(v.clone()).ok()?)))
-            .collect();
-        Decision::Record(Entry {
-            method: req.method.clone(),
-            url: req.url.clone(),
-            fetch_url: None,
-            status,
-            headers,
+        Decision::Record(record::entry(
+            req.method.clone(),
+            req.url.clone(),
+            head,
+            None,
             body,
-        })
+        ))
     }
 }
 

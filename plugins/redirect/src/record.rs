@@ -19,18 +19,7 @@ use buildproxy_plugin_sdk::{Entry, Exchange, ResponseHead, Source, headers};
 
 use crate::config::Config;
 use buildproxy_plugin_sdk::location;
-
-/// Response headers worth replaying; the same list as the capture plugin's
-/// (a test holds them equal).
-pub const RECORDED_HEADERS: &[&str] = &[
-    "content-disposition",
-    "content-encoding",
-    "content-length",
-    "content-type",
-    "etag",
-    "last-modified",
-    "location",
-];
+use buildproxy_plugin_sdk::record::entry;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -120,29 +109,4 @@ pub fn decide(config: &Config, summary: &Exchange) -> Decision {
         None
     };
     Decision::Record(entry(req.method.clone(), url, head, fetch_url, body))
-}
-
-fn entry(
-    method: String,
-    url: String,
-    head: &ResponseHead,
-    fetch_url: Option<String>,
-    body: Option<buildproxy_plugin_sdk::Blob>,
-) -> Entry {
-    let has_body = body.is_some();
-    let headers = head
-        .headers
-        .iter()
-        .filter(|(name, _)| RECORDED_HEADERS.contains(&name.as_str()))
-        .filter(|(name, _)| has_body || name != "content-length")
-        .filter_map(|(n, v)| Some((n.clone(), String::from_utf8(v.clone()).ok()?)))
-        .collect();
-    Entry {
-        method,
-        url,
-        fetch_url,
-        status: head.status,
-        headers,
-        body,
-    }
 }

@@ -30,6 +30,7 @@ pub mod bindings {
 
 pub mod headers;
 pub mod location;
+pub mod record;
 pub mod testing;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
