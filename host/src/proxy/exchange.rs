@@ -59,7 +59,7 @@ struct Flow {
 }
 
 /// What the body of a response will be made from.
-enum Source_ {
+enum BodySource {
     Upstream(body::Idle<Incoming>),
     Bytes(Vec<u8>),
     Blob(BlobRef, String),
@@ -105,10 +105,10 @@ pub async fn handle(
                 return flow.plugin_fault(&fault);
             }
             let src = match response.body {
-                wit::Body::None => Source_::None,
-                wit::Body::Bytes(b) => Source_::Bytes(b),
+                wit::Body::None => BodySource::None,
+                wit::Body::Bytes(b) => BodySource::Bytes(b),
                 wit::Body::Blob(blob) => match flow.proxy.catalog.blob(&blob.id) {
-                    Some(r) => Source_::Blob(r, blob.id),
+                    Some(r) => BodySource::Blob(r, blob.id),
                     None => {
                         let fault = PluginFault {
                             plugin: by,
@@ -196,7 +196,7 @@ impl Flow {
             headers: headers::to_wit(&parts.headers),
         };
         let body = body::Idle::new(body, self.proxy.timeouts.body_idle);
-        self.respond(head, Source_::Upstream(body), Source::Upstream)
+        self.respond(head, BodySource::Upstream(body), Source::Upstream)
             .await
     }
 
@@ -204,7 +204,7 @@ impl Flow {
     async fn respond(
         self,
         head: wit::ResponseHead,
-        src: Source_,
+        src: BodySource,
         source: Source,
     ) -> Response<ProxyBody> {
         let outcome = match self.proxy.chain.on_response(self.id, &self.request, head) {
@@ -213,7 +213,7 @@ impl Flow {
         };
         self.remember_redirect(&outcome.head);
         // An upstream HEAD has no body to give; the head goes as it is.
-        let no_body = self.method == Method::HEAD && matches!(src, Source_::Upstream(_));
+        let no_body = self.method == Method::HEAD && matches!(src, BodySource::Upstream(_));
         if !outcome.want_body.is_empty() && !no_body {
             return self
                 .buffered(outcome.head, src, source, &outcome.want_body)
@@ -226,7 +226,7 @@ impl Flow {
         };
         let bodiless = self.method == Method::HEAD || matches!(head.status, 204 | 304);
         match src {
-            Source_::Upstream(incoming) => {
+            BodySource::Upstream(incoming) => {
                 if bodiless {
                     drop(incoming);
                     self.complete(Some(head), None, None, source);
@@ -256,7 +256,7 @@ impl Flow {
                 });
                 resp
             }
-            Source_::Bytes(bytes) => {
+            BodySource::Bytes(bytes) => {
                 let digest = digest(&bytes);
                 set_length(&mut resp, bytes.len() as u64);
                 if !bodiless {
@@ -265,14 +265,14 @@ impl Flow {
                 self.complete(Some(head), Some(digest), None, source);
                 resp
             }
-            Source_::None => {
+            BodySource::None => {
                 if !bodiless {
                     set_length(&mut resp, 0);
                 }
                 self.complete(Some(head), None, None, source);
                 resp
             }
-            Source_::Blob(blob, id) => {
+            BodySource::Blob(blob, id) => {
                 let Some(path) = blob.file.clone() else {
                     return self.fail(StatusCode::BAD_GATEWAY, Side::Host, "the recorded body has no file (capture without --store cannot serve recorded bodies)");
                 };
@@ -310,7 +310,7 @@ impl Flow {
     async fn buffered(
         self,
         head: wit::ResponseHead,
-        src: Source_,
+        src: BodySource,
         source: Source,
         wanting: &[usize],
     ) -> Response<ProxyBody> {
@@ -322,7 +322,7 @@ impl Flow {
             )
         };
         let (original, recorded): (Vec<u8>, Option<wit::Blob>) = match src {
-            Source_::Upstream(incoming) => match http_body_util::Limited::new(incoming, limit)
+            BodySource::Upstream(incoming) => match http_body_util::Limited::new(incoming, limit)
                 .collect()
                 .await
             {
@@ -340,12 +340,12 @@ impl Flow {
                     return self.fail(StatusCode::BAD_GATEWAY, Side::Upstream, &why);
                 }
             },
-            Source_::Bytes(b) => {
+            BodySource::Bytes(b) => {
                 let d = digest(&b);
                 (b, Some(d))
             }
-            Source_::None => (Vec::new(), None),
-            Source_::Blob(blob, id) => {
+            BodySource::None => (Vec::new(), None),
+            BodySource::Blob(blob, id) => {
                 if blob.size > limit as u64 {
                     return self.fail(StatusCode::BAD_GATEWAY, Side::Host, &too_big(blob.size));
                 }
