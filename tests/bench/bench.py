@@ -1,0 +1,712 @@
+#!/usr/bin/env python3
+"""buildproxy against the incumbents, on one machine, in one run.
+
+Started by tests/bench/run.sh (which installs nginx, curl, mitmproxy and
+builds buildproxy with `cargo build --release`); see tests/bench/README.md.
+
+Systems, each measured pair by pair with the direct baseline in the same
+round, so a noisy neighbour hits both sides of a ratio alike:
+
+- direct:     curl -> nginx over HTTPS, no proxy (the baseline);
+- buildproxy: curl -> buildproxy (replay, capture or proxy mode) over a
+              CONNECT tunnel it intercepts with a CA made for this run;
+- mitm:       curl -> mitmdump with mitm_replay.py, replaying the way
+              nix-buildproxy does (scan the list, read the whole file).
+
+Workloads:
+
+- W1  one big file (1 GiB): throughput, proxy peak RSS (VmHWM).
+- W2  2,000 x 4 KiB: `seq` over one kept-alive connection (one curl with
+      every URL: curl reuses the connection, checked with num_connects),
+      `par` over 8 connections (8 such curls at once): requests/s.
+- W3  exec -> first accepted TCP connection (and, for buildproxy, -> the
+      `export` lines on stdout), cold (empty plugin cache) and warm
+      (`buildproxy plugins --precompile`).
+- W4  the big file through `buildproxy capture --store` vs direct.
+- W5  W2 through `buildproxy proxy` (upstream nginx) with the bundled
+      chain vs `--no-default-plugins`: the cost of the plugin hooks.
+
+Prints a table of medians with ratios to direct, writes every raw number to
+tests/bench/results/<date>-<host>.json. Speed is only ever reported here,
+never asserted.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SMALL_SIZE = 4096
+PAR_CONNECTIONS = 8
+CURL_FMT = "%{http_code} %{size_download} %{time_total} %{num_connects}\\n"
+
+# Targets from issue 8: (metric, comparison, value)
+TARGETS = {
+    "W1": "≥ 0.8× direct MiB/s, RSS ≤ 32 MiB",
+    "W2 seq": "≥ 0.8× direct req/s",
+    "W2 par": "≥ 0.6× direct req/s",
+    "W3 warm": "≤ 10 ms",
+    "W4": "≥ 0.6× direct MiB/s, RSS ≤ 32 MiB",
+}
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra):
+    """The caller's environment without proxy variables: every client here
+    says explicitly where it goes."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
+    env.update(extra)
+    return env
+
+
+def proc_status(pid):
+    """Peak RSS (VmHWM, KiB) and CPU seconds (user+system) of a live process."""
+    hwm = None
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return {"vmhwm_kib": hwm, "cpu_s": cpu}
+
+
+def wait_connect(port, proc, deadline_s=30.0, poll_s=0.001):
+    """Polls until a TCP connect to port succeeds; returns perf_counter then.
+    Polls every millisecond: a tighter loop takes a core from the process
+    being started on a 2-core machine and slows the very start it measures."""
+    end = time.perf_counter() + deadline_s
+    while time.perf_counter() < end:
+        with socket.socket() as s:
+            try:
+                s.connect(("127.0.0.1", port))
+                return time.perf_counter()
+            except OSError:
+                pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening")
+        time.sleep(poll_s)
+    raise RuntimeError(f"{proc.args[0]} did not listen on {port} within {deadline_s} s")
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.bin = Path(args.bin).resolve()
+        self.work = Path(args.work).resolve()
+        self.tests = Path(__file__).resolve().parent
+        self.data = self.work / "data"
+        self.pki = self.work / "pki"
+        self.logs = self.work / "logs"
+        self.scratch = self.work / "scratch"
+        self.procs = []
+        for d in (self.data, self.pki, self.logs, self.scratch):
+            d.mkdir(parents=True, exist_ok=True)
+        self.big_size = args.size_mib << 20
+
+    # ---------------------------------------------------------------- setup
+
+    def make_data(self):
+        big = self.data / "big.bin"
+        if not big.exists() or big.stat().st_size != self.big_size:
+            log(f"writing {self.args.size_mib} MiB of random data to {big}")
+            with open(big, "wb") as f:
+                left = self.big_size
+                while left:
+                    n = min(left, 16 << 20)
+                    f.write(os.urandom(n))
+                    left -= n
+        small = self.data / "small"
+        small.mkdir(exist_ok=True)
+        for i in range(self.args.small_count):
+            p = small / f"{i:05d}.bin"
+            if not p.exists():
+                p.write_bytes(os.urandom(SMALL_SIZE))
+
+    def make_pki(self):
+        """A CA made now (EC P-256, PKCS#8 key) and nginx's leaf signed by it.
+        buildproxy (--ca-cert/--ca-key) and mitmproxy (confdir) use the same
+        CA, so curl trusts all three systems with one bundle."""
+        p = self.pki
+        for f in p.glob("*"):
+            if f.is_file():
+                f.unlink()
+
+        def ossl(*a):
+            subprocess.run(["openssl", *a], check=True, capture_output=True)
+
+        ec = ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        ossl("genpkey", *ec, "-out", str(p / "ca.key"))
+        ossl(
+            "req", "-x509", "-new", "-key", str(p / "ca.key"), "-sha256", "-days", "2",
+            "-subj", "/CN=buildproxy bench CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            "-out", str(p / "ca.pem"),
+        )
+        ossl("genpkey", *ec, "-out", str(p / "server.key"))
+        ossl("req", "-new", "-key", str(p / "server.key"), "-subj", "/CN=127.0.0.1",
+             "-out", str(p / "server.csr"))
+        (p / "server.ext").write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+            "extendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n"
+        )
+        ossl("x509", "-req", "-in", str(p / "server.csr"), "-CA", str(p / "ca.pem"),
+             "-CAkey", str(p / "ca.key"), "-CAcreateserial", "-days", "2", "-sha256",
+             "-extfile", str(p / "server.ext"), "-out", str(p / "server.pem"))
+        mitm = p / "mitm"
+        shutil.rmtree(mitm, ignore_errors=True)
+        mitm.mkdir()
+        (mitm / "mitmproxy-ca.pem").write_text(
+            (p / "ca.key").read_text() + (p / "ca.pem").read_text()
+        )
+        self.ca_cert, self.ca_key = p / "ca.pem", p / "ca.key"
+
+    def start_nginx(self):
+        d = self.work / "nginx"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        self.nginx_port = free_port()
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temps = "".join(
+            f"  {k}_temp_path {d}/{k};\n"
+            for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (d / "nginx.conf").write_text(
+            f"""{user}worker_processes auto;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  default_type application/octet-stream;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+{temps}  server {{
+    listen 127.0.0.1:{self.nginx_port} ssl;
+    ssl_certificate {self.pki}/server.pem;
+    ssl_certificate_key {self.pki}/server.key;
+    root {self.data};
+  }}
+}}
+"""
+        )
+        cmd = ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
+        self.nginx = self.spawn(cmd, "nginx")
+        wait_connect(self.nginx_port, self.nginx)
+        self.base = f"https://127.0.0.1:{self.nginx_port}"
+        log(f"nginx on {self.base}")
+
+    def write_content(self):
+        """The replay content, in the JSON Nix builds from proxy_content.nix:
+        every small file, then the big one. buildproxy and the mitmproxy
+        addon read the same file."""
+        entries = [
+            {"url": self.small_url(i), "status_code": 200, "headers": {},
+             "file": str(self.data / "small" / f"{i:05d}.bin")}
+            for i in range(self.args.small_count)
+        ]
+        entries.append({"url": f"{self.base}/big.bin", "status_code": 200, "headers": {},
+                        "file": str(self.data / "big.bin")})
+        self.content = self.work / "content.json"
+        self.content.write_text(json.dumps(entries))
+        one = self.work / "content-one.json"
+        one.write_text(json.dumps(entries[-1:]))
+        self.content_one = one
+
+    def small_url(self, i):
+        return f"{self.base}/small/{i:05d}.bin"
+
+    def precompile(self):
+        self.warm_cache = self.work / "plugin-cache"
+        shutil.rmtree(self.warm_cache, ignore_errors=True)
+        subprocess.run([str(self.bin), "plugins", "--precompile", str(self.warm_cache)],
+                       check=True, capture_output=True)
+
+    # ------------------------------------------------------------ processes
+
+    def spawn(self, cmd, name, env=None, stdout=subprocess.DEVNULL):
+        err = open(self.logs / f"{name}.log", "ab")
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout, stderr=err,
+                             env=env or clean_env(), start_new_session=True)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        if p.stdout:
+            p.stdout.close()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            self.stop(p)
+
+    def bp_common(self):
+        return ["--ca-cert", str(self.ca_cert), "--ca-key", str(self.ca_key), "--proxy-loopback"]
+
+    def bp_env(self):
+        return clean_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache))
+
+    def start_buildproxy(self, mode_args, name):
+        """Starts buildproxy serving (no COMMAND): it prints `export` lines
+        once listening; returns (process, proxy URL)."""
+        cmd = [str(self.bin), *mode_args, *self.bp_common()]
+        p = self.spawn(cmd, name, env=self.bp_env(), stdout=subprocess.PIPE)
+        for raw in p.stdout:
+            line = raw.decode()
+            if line.startswith("export http_proxy="):
+                return p, line.split("=", 1)[1].strip().strip("'")
+        raise RuntimeError(f"{name} exited ({p.wait()}) without printing exports; "
+                           f"see {self.logs}/{name}.log")
+
+    def start_replay(self):
+        return self.start_buildproxy(
+            ["replay", "--content", str(self.content), "--allow-root", str(self.data)],
+            "buildproxy-replay")
+
+    def start_mitm(self):
+        port = free_port()
+        cmd = [str(self.args.mitmdump), "-q", "--listen-host", "127.0.0.1", "-p", str(port),
+               "--set", f"confdir={self.pki / 'mitm'}", "--set", "connection_strategy=lazy",
+               "-s", str(self.tests / "mitm_replay.py")]
+        p = self.spawn(cmd, "mitmdump", env=clean_env(NIX_BUILDPROXY_CONTENT=str(self.content)))
+        wait_connect(port, p, 60)
+        return p, f"http://127.0.0.1:{port}"
+
+    # --------------------------------------------------------------- client
+
+    def curl(self, proxy):
+        c = ["curl", "-sS", "--http1.1", "--cacert", str(self.ca_cert)]
+        if proxy:
+            c += ["--proxy", proxy]
+        return c
+
+    def download(self, url, proxy):
+        out = subprocess.run(self.curl(proxy) + ["-o", "/dev/null", "-w", CURL_FMT, url],
+                             check=True, capture_output=True, env=clean_env(), text=True)
+        code, size, total, conns = out.stdout.split()
+        if code != "200":
+            raise RuntimeError(f"{url} via {proxy or 'direct'}: HTTP {code}")
+        return int(size), float(total)
+
+    def big(self, proxy):
+        size, total = self.download(f"{self.base}/big.bin", proxy)
+        if size != self.big_size:
+            raise RuntimeError(f"big.bin via {proxy or 'direct'}: {size} bytes")
+        return {"mib_s": size / (1 << 20) / total, "seconds": total}
+
+    def url_config(self, indexes):
+        f = tempfile.NamedTemporaryFile("w", dir=self.scratch, suffix=".curlrc", delete=False)
+        for i in indexes:
+            f.write(f'url = "{self.small_url(i)}"\noutput = "/dev/null"\n')
+        f.close()
+        return f.name
+
+    def many(self, proxy, connections):
+        """All small files over `connections` kept-alive connections (one
+        curl each, every URL on its command line): requests/s."""
+        n = self.args.small_count
+        configs = [self.url_config(range(k, n, connections)) for k in range(connections)]
+        cmd = self.curl(proxy) + ["-w", CURL_FMT]
+        t0 = time.perf_counter()
+        ps = [subprocess.Popen(cmd + ["-K", c], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=clean_env(), text=True) for c in configs]
+        outs = [p.communicate() for p in ps]
+        wall = time.perf_counter() - t0
+        for c in configs:
+            os.unlink(c)
+        connects, ok = 0, 0
+        for p, (out, err) in zip(ps, outs):
+            if p.returncode != 0:
+                raise RuntimeError(f"curl failed ({p.returncode}) via {proxy or 'direct'}: {err}")
+            for line in out.splitlines():
+                code, size, _, conns = line.split()
+                ok += code == "200" and int(size) == SMALL_SIZE
+                connects += int(conns)
+        if ok != n:
+            raise RuntimeError(f"only {ok} of {n} small files came back whole via {proxy or 'direct'}")
+        if connects != connections:
+            raise RuntimeError(f"{connects} connections for {connections} clients via "
+                               f"{proxy or 'direct'}: curl did not keep them alive")
+        return {"req_s": n / wall, "seconds": wall, "connections": connects}
+
+    # ------------------------------------------------------------ workloads
+
+    def rounds(self, name, systems, measure):
+        """`measure(system)` for every system, round after round (the order
+        rotates, so none always goes first); returns {system: [runs]}."""
+        runs = {s: [] for s in systems}
+        for r in range(self.args.runs):
+            order = systems[r % len(systems):] + systems[: r % len(systems)]
+            for s in order:
+                runs[s].append(measure(s))
+            log(f"{name} round {r + 1}/{self.args.runs}: "
+                + ", ".join(f"{s} {fmt_run(runs[s][-1])}" for s in systems))
+        return runs
+
+    def w1(self):
+        bp, bp_url = self.start_replay()
+        systems = ["direct", "buildproxy"]
+        proxies = {"direct": None, "buildproxy": bp_url}
+        if not self.args.no_mitm:
+            mitm, mitm_url = self.start_mitm()
+            systems.append("mitm")
+            proxies["mitm"] = mitm_url
+        runs = self.rounds("W1", systems, lambda s: self.big(proxies[s]))
+        rss = {"buildproxy": proc_status(bp.pid)}
+        self.stop(bp)
+        if not self.args.no_mitm:
+            rss["mitm"] = proc_status(mitm.pid)
+            self.stop(mitm)
+        return {"runs": runs, "proxy": rss}
+
+    def w2(self):
+        bp, bp_url = self.start_replay()
+        systems = ["direct", "buildproxy"]
+        proxies = {"direct": None, "buildproxy": bp_url}
+        if not self.args.no_mitm:
+            mitm, mitm_url = self.start_mitm()
+            systems.append("mitm")
+            proxies["mitm"] = mitm_url
+        for s in systems:  # leaf certificates, page cache
+            self.many(proxies[s], 1)
+        out = {}
+        for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
+            out[kind] = {"runs": self.rounds(f"W2 {kind}", systems,
+                                             lambda s: self.many(proxies[s], conns))}
+        out["proxy"] = {"buildproxy": proc_status(bp.pid)}
+        self.stop(bp)
+        if not self.args.no_mitm:
+            out["proxy"]["mitm"] = proc_status(mitm.pid)
+            self.stop(mitm)
+        return out
+
+    def startup(self, system):
+        port = free_port()
+        listen = ["--listen", f"127.0.0.1:{port}"]
+        if system == "direct":
+            d = self.work / "nginx"
+            conf = (d / "nginx.conf").read_text().replace(
+                f"127.0.0.1:{self.nginx_port}", f"127.0.0.1:{port}").replace(
+                f"{d}/nginx.pid", f"{d}/start.pid")
+            (d / "start.conf").write_text(conf)
+            cmd = ["nginx", "-p", str(d), "-c", str(d / "start.conf"), "-e", str(d / "error.log")]
+            env = clean_env()
+        elif system == "mitm":
+            cmd = [str(self.args.mitmdump), "-q", "--listen-host", "127.0.0.1", "-p", str(port),
+                   "--set", f"confdir={self.pki / 'mitm'}", "--set", "connection_strategy=lazy",
+                   "-s", str(self.tests / "mitm_replay.py")]
+            env = clean_env(NIX_BUILDPROXY_CONTENT=str(self.content_one))
+        else:
+            # The default: a fresh CA per run, as a build's replay has.
+            cmd = [str(self.bin), "replay", "--content", str(self.content_one),
+                   "--allow-root", str(self.data), "--proxy-loopback", *listen]
+            if system == "buildproxy cold":
+                cache = Path(tempfile.mkdtemp(dir=self.scratch, prefix="cold-cache-"))
+            else:
+                cache = self.warm_cache
+            env = clean_env(BUILDPROXY_PLUGIN_CACHE=str(cache))
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=open(self.logs / "startup.log", "ab"), env=env,
+                             start_new_session=True)
+        self.procs.append(p)
+        t1 = wait_connect(port, p, 60)
+        self.stop(p)
+        if system == "buildproxy cold":
+            shutil.rmtree(cache, ignore_errors=True)
+        return {"ms": (t1 - t0) * 1000}
+
+    def exports_time(self, cache, content):
+        """exec -> the `export` lines on stdout (what `--detach` and a build
+        script wait for)."""
+        cmd = [str(self.bin), "replay", "--content", str(content),
+               "--allow-root", str(self.data), "--proxy-loopback"]
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=open(self.logs / "startup.log", "ab"),
+                             env=clean_env(BUILDPROXY_PLUGIN_CACHE=str(cache)),
+                             start_new_session=True)
+        self.procs.append(p)
+        p.stdout.readline()
+        t1 = time.perf_counter()
+        self.stop(p)
+        return {"ms": (t1 - t0) * 1000}
+
+    def w3(self):
+        systems = ["direct", "buildproxy cold", "buildproxy warm"]
+        if not self.args.no_mitm:
+            systems.append("mitm")
+        for s in systems:  # page cache for every binary
+            self.startup(s)
+        runs = self.rounds("W3", systems, self.startup)
+        exports, exports_all = [], []
+        for _ in range(self.args.runs):
+            exports.append(self.exports_time(self.warm_cache, self.content_one))
+            exports_all.append(self.exports_time(self.warm_cache, self.content))
+        return {"runs": runs, "exports_warm": exports, "exports_warm_all_entries": exports_all}
+
+    def capture_once(self):
+        """The big file through `buildproxy capture --store` (COMMAND is a
+        shell that runs curl via the exported proxy, then reads the proxy's
+        VmHWM, since the proxy exits with it)."""
+        d = Path(tempfile.mkdtemp(dir=self.scratch, prefix="capture-"))
+        result = d / "result"
+        script = (
+            f'curl -sS --http1.1 --cacert "{self.ca_cert}" --proxy "$https_proxy" '
+            f'-o /dev/null -w "{CURL_FMT}" "{self.base}/big.bin" > "{result}" && '
+            f'grep -E "^VmHWM" /proc/$PPID/status >> "{result}" && '
+            f'cut -d" " -f14,15 /proc/$PPID/stat >> "{result}"'
+        )
+        cmd = [str(self.bin), "capture", "--store", str(d / "store"),
+               "--output", str(d / "proxy_content.nix"), "--upstream-ca", str(self.ca_cert),
+               *self.bp_common(), "--", "sh", "-c", script]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=open(self.logs / "capture.log", "ab"), env=self.bp_env())
+        wall = time.perf_counter() - t0
+        lines = result.read_text().splitlines()
+        code, size, total, _ = lines[0].split()
+        if code != "200" or int(size) != self.big_size:
+            raise RuntimeError(f"capture: HTTP {code}, {size} bytes")
+        blobs = list((d / "store" / "blobs" / "sha256").iterdir())
+        if len(blobs) != 1 or blobs[0].stat().st_size != self.big_size:
+            raise RuntimeError(f"capture: the store holds {blobs}")
+        hwm = int(lines[1].split()[1])
+        utime, stime = (int(x) for x in lines[2].split())
+        shutil.rmtree(d)
+        return {"mib_s": self.big_size / (1 << 20) / float(total), "seconds": float(total),
+                "wall_s": wall, "vmhwm_kib": hwm,
+                "cpu_s": (utime + stime) / os.sysconf("SC_CLK_TCK")}
+
+    def w4(self):
+        def measure(s):
+            return self.big(None) if s == "direct" else self.capture_once()
+        return {"runs": self.rounds("W4", ["direct", "buildproxy"], measure)}
+
+    def w5(self):
+        bundled, bundled_url = self.start_buildproxy(
+            ["proxy", "--upstream-ca", str(self.ca_cert)], "buildproxy-proxy")
+        bare, bare_url = self.start_buildproxy(
+            ["proxy", "--upstream-ca", str(self.ca_cert), "--no-default-plugins"],
+            "buildproxy-proxy-bare")
+        proxies = {"direct": None, "bundled chain": bundled_url, "no plugins": bare_url}
+        systems = list(proxies)
+        for s in systems:
+            self.many(proxies[s], 1)
+        out = {}
+        for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
+            out[kind] = {"runs": self.rounds(f"W5 {kind}", systems,
+                                             lambda s: self.many(proxies[s], conns))}
+        out["proxy"] = {"bundled chain": proc_status(bundled.pid),
+                        "no plugins": proc_status(bare.pid)}
+        self.stop(bundled)
+        self.stop(bare)
+        return out
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt_run(r):
+    for k, unit in (("mib_s", "MiB/s"), ("req_s", "req/s"), ("ms", "ms")):
+        if k in r:
+            return f"{r[k]:.1f} {unit}" if k != "req_s" else f"{r[k]:.0f} {unit}"
+    return str(r)
+
+
+def median_of(runs, key):
+    return statistics.median(r[key] for r in runs)
+
+
+def paired_ratio(runs, system, key, base="direct"):
+    return statistics.median(a[key] / b[key] for a, b in zip(runs[system], runs[base]))
+
+
+def mib(kib):
+    return f"{kib / 1024:.1f} MiB" if kib is not None else "-"
+
+
+def summarise(results):
+    """Rows of (workload, system, median, ratio to direct, peak RSS, target)."""
+    rows = []
+    p = results["params"]
+    gib = p["big_bytes"] / (1 << 30)
+    # every W2/W5 system served a warm-up pass, then seq and par each round
+    requests = p["small_count"] * (1 + 2 * p["runs"])
+
+    def add(work, runs, key, unit, rss=None, target="", cpu_per=None):
+        for system in runs:
+            med = median_of(runs[system], key)
+            ratio = None if system == "direct" else paired_ratio(runs, system, key)
+            r = (rss or {}).get(system, {})
+            cpu = None
+            if r.get("cpu_s") is not None and cpu_per:
+                cpu = cpu_per(r["cpu_s"])
+            rows.append({"workload": work, "system": system, "median": med, "unit": unit,
+                         "ratio": ratio, "vmhwm_kib": r.get("vmhwm_kib"), "cpu": cpu,
+                         "target": target if system in ("buildproxy", "buildproxy warm") else ""})
+
+    per_gib = lambda cpu: f"{cpu / p['runs'] / gib:.2f} s/GiB"  # noqa: E731
+    per_req = lambda cpu: f"{cpu / requests * 1e6:.0f} µs/req"  # noqa: E731
+    w = results["workloads"]
+    if "W1" in w:
+        add("W1 1 GiB replay", w["W1"]["runs"], "mib_s", "MiB/s", w["W1"]["proxy"], TARGETS["W1"],
+            per_gib)
+    if "W2" in w:
+        add("W2 seq 2k×4 KiB", w["W2"]["seq"]["runs"], "req_s", "req/s", w["W2"]["proxy"],
+            TARGETS["W2 seq"], per_req)
+        add("W2 par (8 conns)", w["W2"]["par"]["runs"], "req_s", "req/s", w["W2"]["proxy"],
+            TARGETS["W2 par"], per_req)
+    if "W3" in w:
+        add("W3 start→listening", w["W3"]["runs"], "ms", "ms", None, TARGETS["W3 warm"])
+        for key, label in (("exports_warm", "buildproxy warm"),
+                           ("exports_warm_all_entries", f"warm, {p['small_count'] + 1} entries")):
+            rows.append({"workload": "W3 start→exports", "system": label,
+                         "median": median_of(w["W3"][key], "ms"), "unit": "ms", "ratio": None,
+                         "vmhwm_kib": None, "cpu": None,
+                         "target": TARGETS["W3 warm"] if key == "exports_warm" else ""})
+    if "W4" in w:
+        runs = w["W4"]["runs"]
+        bp = runs["buildproxy"]
+        rss = {"buildproxy": {"vmhwm_kib": max(r["vmhwm_kib"] for r in bp),
+                              "cpu_s": statistics.median(r["cpu_s"] for r in bp) * p["runs"]}}
+        add("W4 1 GiB capture", runs, "mib_s", "MiB/s", rss, TARGETS["W4"], per_gib)
+    if "W5" in w:
+        for kind in ("seq", "par"):
+            add(f"W5 {kind} proxy mode", w["W5"][kind]["runs"], "req_s", "req/s",
+                w["W5"]["proxy"], "", per_req)
+    return rows
+
+
+def print_table(rows):
+    head = ["workload", "system", "median", "× direct", "proxy peak RSS", "proxy CPU",
+            "target"]
+    lines = [head]
+    for r in rows:
+        med = f"{r['median']:.0f} {r['unit']}" if r["unit"] == "req/s" else \
+            f"{r['median']:.1f} {r['unit']}"
+        lines.append([r["workload"], r["system"], med,
+                      "" if r["ratio"] is None else f"{r['ratio']:.2f}×",
+                      mib(r["vmhwm_kib"]) if r["vmhwm_kib"] else "", r.get("cpu") or "",
+                      r["target"]])
+    widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
+    out = []
+    for n, l in enumerate(lines):
+        out.append("| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(l)) + " |")
+        if n == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    print("\n".join(out))
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        return (out.stdout or out.stderr).splitlines()[0].strip()
+    except (OSError, IndexError):
+        return None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin", required=True, help="the buildproxy binary (release build)")
+    ap.add_argument("--work", required=True, help="scratch directory (data, logs, nginx)")
+    ap.add_argument("--results", required=True, help="directory for the JSON results")
+    ap.add_argument("--mitmdump", default=shutil.which("mitmdump"))
+    ap.add_argument("--runs", type=int, default=5, help="rounds per workload (≥ 3)")
+    ap.add_argument("--size-mib", type=int, default=1024, help="size of the big file")
+    ap.add_argument("--small-count", type=int, default=2000, help="number of 4 KiB files")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads")
+    ap.add_argument("--no-mitm", action="store_true", help="skip the mitmproxy incumbent")
+    ap.add_argument("--build", default="", help="which build --bin is (run.sh says)")
+    ap.add_argument("--note", default="", help="free text stored with the results")
+    args = ap.parse_args()
+    if args.runs < 3:
+        ap.error("--runs must be at least 3 (a median of fewer says little)")
+    if not args.no_mitm and not args.mitmdump:
+        ap.error("mitmdump not found: pass --mitmdump or --no-mitm")
+
+    b = Bench(args)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = {
+        "date": started.isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "machine": {"cpus": os.cpu_count(), "kernel": os.uname().release,
+                    "mem_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+                                     / (1 << 30), 1),
+                    "loadavg_start": os.getloadavg()},
+        "versions": {"buildproxy": args.build or str(b.bin),
+                     "nginx": version(["nginx", "-v"]), "curl": version(["curl", "--version"]),
+                     "mitmproxy": version([args.mitmdump, "--version"]) if args.mitmdump else
+                     None},
+        "params": {"runs": args.runs, "big_bytes": b.big_size, "small_count": args.small_count,
+                   "small_bytes": SMALL_SIZE, "par_connections": PAR_CONNECTIONS,
+                   "client": "curl --http1.1, one process per connection"},
+        "binary_bytes": b.bin.stat().st_size,
+        "note": args.note,
+        "workloads": {},
+    }
+    try:
+        b.make_data()
+        b.make_pki()
+        b.start_nginx()
+        b.write_content()
+        b.precompile()
+        for w in args.only.split(","):
+            w = w.strip().upper()
+            log(f"--- {w}")
+            results["workloads"][w] = getattr(b, w.lower())()
+    finally:
+        b.stop_all()
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["summary"] = summarise(results)
+    print()
+    print(f"buildproxy benchmark, {results['date']} on {results['host']} "
+          f"({results['machine']['cpus']} cores), medians of {args.runs} rounds; "
+          f"ratios are medians of per-round ratios to direct")
+    print()
+    print_table(results["summary"])
+    print()
+    print(f"binary: {b.bin} ({b.bin.stat().st_size / (1 << 20):.1f} MiB)")
+    out = Path(args.results)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{started.strftime('%Y-%m-%d')}-{results['host']}.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"raw numbers: {path}")
+
+
+if __name__ == "__main__":
+    main()

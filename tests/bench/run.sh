@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The benchmark of issue 8: buildproxy against direct HTTPS (nginx) and a
+# nix-buildproxy-style mitmproxy replay, in one invocation. See README.md
+# beside this file for the workloads and how to read the table.
+#
+#   tests/bench/run.sh                 # everything, 5 rounds, 1 GiB file
+#   tests/bench/run.sh --runs 3 --only W1,W3 --no-mitm
+#   tests/bench/run.sh --help          # every option (bench.py's)
+#
+# Installs what it needs: nginx, curl, openssl and python3-venv from Debian
+# (apt-get, as root), mitmproxy from PyPI into a venv under the target dir,
+# and builds buildproxy with `cargo build --release`. Scratch data (a 1 GiB
+# file, 2,000 small ones, logs) goes to $CARGO_TARGET_DIR/bench (default
+# target/bench); the raw numbers go to tests/bench/results/<date>-<host>.json.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+WORK=$TARGET/bench
+MITMPROXY_VERSION=11.0.2
+
+missing=()
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v python3 >/dev/null || missing+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    echo "bench: installing ${missing[*]} from Debian" >&2
+    sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo)
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >&2
+fi
+
+mkdir -p "$WORK"
+VENV=$WORK/venv
+if ! "$VENV/bin/mitmdump" --version 2>/dev/null | grep -q "Mitmproxy: $MITMPROXY_VERSION"; then
+    echo "bench: installing mitmproxy $MITMPROXY_VERSION into $VENV" >&2
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "mitmproxy==$MITMPROXY_VERSION" >&2
+fi
+
+# BUILDPROXY_BIN=path measures that binary instead (e.g. to compare two
+# builds); otherwise the release build of this tree.
+if [[ -z ${BUILDPROXY_BIN:-} ]]; then
+    echo "bench: cargo build --release" >&2
+    (cd "$ROOT" && cargo build --release -p buildproxy >&2)
+    BUILDPROXY_BIN=$TARGET/release/buildproxy
+    BUILD="release build of $(git -C "$ROOT" describe --always --dirty)"
+else
+    BUILD="BUILDPROXY_BIN=$BUILDPROXY_BIN"
+fi
+
+exec "$VENV/bin/python" "$ROOT/tests/bench/bench.py" \
+    --bin "$BUILDPROXY_BIN" \
+    --work "$WORK" \
+    --results "$ROOT/tests/bench/results" \
+    --mitmdump "$VENV/bin/mitmdump" \
+    --build "$BUILD" \
+    "$@"
