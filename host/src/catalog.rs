@@ -159,7 +159,12 @@ impl Catalog {
             body,
         };
         let (status, url) = (entry.status, entry.url.clone());
-        let journaled = self.journal.lock().unwrap().is_some().then(|| entry.clone());
+        let journaled = self
+            .journal
+            .lock()
+            .unwrap()
+            .is_some()
+            .then(|| entry.clone());
         let outcome = self.index.write().unwrap().insert(entry);
         Ok(match outcome {
             Insert::Added => {

@@ -17,7 +17,9 @@
 //!
 //! Config: `NAME=COMMIT[,NAME=COMMIT…]`, e.g. `fmt=1a2b3c4,json=9f8e7d6`.
 
-use buildproxy_plugin_sdk::{Host, Mode, Plugin, Request, ResponseAction, ResponseHead, headers};
+use buildproxy_plugin_sdk::{
+    Hooks, Host, Mode, Plugin, Request, ResponseAction, ResponseHead, headers,
+};
 
 /// Branches that move; a tag or a commit is left alone.
 const BRANCHES: &[&str] = &["main", "master"];
@@ -134,6 +136,12 @@ impl Plugin for PinCmakeDeps {
     fn configure(&mut self, _host: &dyn Host, _mode: Mode, config: &str) -> Result<(), String> {
         self.pins = parse_config(config)?;
         Ok(())
+    }
+
+    /// Only responses (to pin their bodies) and the report: the proxy then
+    /// never calls this plugin for a request.
+    fn hooks(&self) -> Hooks {
+        Hooks::ON_RESPONSE | Hooks::REPORT
     }
 
     fn on_response(

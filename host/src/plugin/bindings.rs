@@ -6,9 +6,9 @@ wasmtime::component::bindgen!({
     path: "../wit",
 });
 
-pub use buildproxy::plugin::inventory::{Entry, PutOutcome};
-pub use buildproxy::plugin::log::Level;
-pub use buildproxy::plugin::types::{
+pub use self::buildproxy::plugin::inventory::{Entry, PutOutcome};
+pub use self::buildproxy::plugin::log::Level;
+pub use self::buildproxy::plugin::types::{
     Blob, Body, Exchange, Mode, Request, Response, ResponseHead, Source,
 };
-pub use exports::buildproxy::plugin::hooks::{RequestAction, ResponseAction};
+pub use self::exports::buildproxy::plugin::hooks::{HooksWanted, RequestAction, ResponseAction};

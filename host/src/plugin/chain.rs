@@ -12,8 +12,8 @@ use wasmtime::component::Component;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
 use super::bindings::{
-    Exchange, Mode, Plugin, PluginPre, Request, RequestAction, Response, ResponseAction,
-    ResponseHead,
+    Exchange, HooksWanted, Mode, Plugin, PluginPre, Request, RequestAction, Response,
+    ResponseAction, ResponseHead,
 };
 use super::engine::{Limits, Runtime};
 use super::state::{Counters, HostState};
@@ -40,6 +40,8 @@ struct Loaded {
     pre: PluginPre<HostState>,
     pool: Mutex<Vec<Instance>>,
     counters: Counters,
+    /// What `configure` said it has an opinion on; the rest is skipped.
+    wants: HooksWanted,
 }
 
 pub struct Chain {
@@ -82,17 +84,20 @@ impl Chain {
                 pre,
                 pool: Mutex::new(Vec::new()),
                 counters: Counters::default(),
+                wants: HooksWanted::all(),
             });
         }
-        let chain = Self {
+        let mut chain = Self {
             plugins,
             mode,
             limits: runtime.limits,
             catalog,
         };
-        // Configure one instance of each now, so a bad config fails at start.
-        for (i, p) in chain.plugins.iter().enumerate() {
-            let instance = chain.instantiate(p).map_err(|fault| {
+        // Configure one instance of each now, so a bad config fails at start
+        // and the hooks each plugin wants are known before the first request.
+        for i in 0..chain.plugins.len() {
+            let p = &chain.plugins[i];
+            let (instance, wants) = chain.instantiate(p).map_err(|fault| {
                 if fault.hook == "configure" && fault.reason.starts_with("rejected config: ") {
                     PluginError::Config {
                         name: p.name.to_string(),
@@ -107,8 +112,14 @@ impl Chain {
                 }
             })?;
             chain.plugins[i].pool.lock().unwrap().push(instance);
+            chain.plugins[i].wants = wants;
         }
         Ok(chain)
+    }
+
+    /// The plugins that want a hook, in chain order.
+    fn wanting(&self, hook: HooksWanted) -> impl Iterator<Item = &Loaded> {
+        self.plugins.iter().filter(move |p| p.wants.contains(hook))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -119,7 +130,7 @@ impl Chain {
         self.plugins.is_empty()
     }
 
-    fn instantiate(&self, p: &Loaded) -> Result<Instance, PluginFault> {
+    fn instantiate(&self, p: &Loaded) -> Result<(Instance, HooksWanted), PluginFault> {
         let fault = |hook, e: wasmtime::Error| PluginFault {
             plugin: p.name.clone(),
             hook,
@@ -148,14 +159,14 @@ impl Chain {
             .buildproxy_plugin_hooks()
             .call_configure(&mut store, self.mode, &p.config)
             .map_err(|e| fault("configure", e))?;
-        if let Err(reason) = configured {
-            return Err(PluginFault {
+        match configured {
+            Ok(wants) => Ok((Instance { store, bindings }, wants)),
+            Err(reason) => Err(PluginFault {
                 plugin: p.name.clone(),
                 hook: "configure",
                 reason: format!("rejected config: {reason}"),
-            });
+            }),
         }
-        Ok(Instance { store, bindings })
     }
 
     /// Runs one hook on one plugin with the deadline armed.
@@ -168,7 +179,7 @@ impl Chain {
         let pooled = p.pool.lock().unwrap().pop();
         let mut instance = match pooled {
             Some(i) => i,
-            None => self.instantiate(p)?,
+            None => self.instantiate(p)?.0,
         };
         instance
             .store
@@ -189,7 +200,7 @@ impl Chain {
 
     /// `on-request` in chain order until one plugin responds.
     pub fn on_request(&self, id: u64, mut req: Request) -> Result<RequestOutcome, PluginFault> {
-        for p in &self.plugins {
+        for p in self.wanting(HooksWanted::ON_REQUEST) {
             let action = self.call(p, "on-request", |s, b| {
                 b.buildproxy_plugin_hooks().call_on_request(s, id, &req)
             })?;
@@ -217,6 +228,9 @@ impl Chain {
     ) -> Result<ResponseOutcome, PluginFault> {
         let mut want_body = Vec::new();
         for (i, p) in self.plugins.iter().enumerate() {
+            if !p.wants.contains(HooksWanted::ON_RESPONSE) {
+                continue;
+            }
             let action = self.call(p, "on-response", |s, b| {
                 b.buildproxy_plugin_hooks()
                     .call_on_response(s, id, req, &head)
@@ -256,7 +270,7 @@ impl Chain {
     /// `on-complete` on every plugin. A fault here cannot fail the exchange
     /// (the client has its answer), so it is logged.
     pub fn on_complete(&self, id: u64, summary: &Exchange) {
-        for p in &self.plugins {
+        for p in self.wanting(HooksWanted::ON_COMPLETE) {
             if let Err(fault) = self.call(p, "on-complete", |s, b| {
                 b.buildproxy_plugin_hooks().call_on_complete(s, id, summary)
             }) {
@@ -274,7 +288,7 @@ impl Chain {
     /// (plugin, line). Called once, when no exchange is in flight.
     pub fn report(&self) -> Vec<(Arc<str>, String)> {
         let mut lines = Vec::new();
-        for p in &self.plugins {
+        for p in self.wanting(HooksWanted::REPORT) {
             let totals: Vec<(String, u64)> = p
                 .counters
                 .lock()

@@ -47,7 +47,11 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     if args.recover {
         nix::write_atomic(&args.output, &previous)?;
         std::fs::remove_file(&journal_path).ok();
-        eprintln!("buildproxy: wrote {} entries to {}", previous.len(), args.output.display());
+        eprintln!(
+            "buildproxy: wrote {} entries to {}",
+            previous.len(),
+            args.output.display()
+        );
         return Ok(0);
     }
     let journal = journal::Journal::open(&journal_path)?;

@@ -21,8 +21,8 @@
 
 use buildproxy_plugin_sdk::record;
 use buildproxy_plugin_sdk::{
-    Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, ResponseHead,
-    Source, headers,
+    Entry, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
+    ResponseHead, Source, headers,
 };
 
 /// Request headers that would make upstream answer with something other than
@@ -130,6 +130,15 @@ impl Plugin for Capture {
             }
         }
         Ok(())
+    }
+
+    /// It shapes what is sent upstream, records, and reports, in capture only.
+    fn hooks(&self) -> Hooks {
+        if self.enabled {
+            Hooks::ON_REQUEST | Hooks::ON_COMPLETE | Hooks::REPORT
+        } else {
+            Hooks::empty()
+        }
     }
 
     fn on_request(&mut self, _host: &dyn Host, _id: u64, mut req: Request) -> RequestAction {

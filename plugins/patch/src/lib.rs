@@ -18,7 +18,7 @@
 pub mod rules;
 
 use buildproxy_plugin_sdk::{
-    Host, Level, Mode, Plugin, Request, ResponseAction, ResponseHead, headers,
+    Hooks, Host, Level, Mode, Plugin, Request, ResponseAction, ResponseHead, headers,
 };
 
 use rules::{Action, Applied, Rules};
@@ -133,6 +133,11 @@ impl Plugin for Patch {
     fn configure(&mut self, _host: &dyn Host, _mode: Mode, config: &str) -> Result<(), String> {
         self.rules = Rules::parse(config)?;
         Ok(())
+    }
+
+    /// It changes bodies and reports rules that changed nothing.
+    fn hooks(&self) -> Hooks {
+        Hooks::ON_RESPONSE | Hooks::REPORT
     }
 
     fn on_response(

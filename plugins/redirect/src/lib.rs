@@ -27,7 +27,7 @@ pub mod follow;
 pub mod record;
 
 use buildproxy_plugin_sdk::{
-    Body, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, Response,
+    Body, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, Response,
     ResponseHead,
 };
 
@@ -117,6 +117,16 @@ impl Plugin for Redirect {
         self.config = Config::parse(config)?;
         self.mode = Some(mode);
         Ok(())
+    }
+
+    /// Requests in capture and replay (reject, loops, flatten); completed
+    /// exchanges in capture (recording); nothing in proxy mode.
+    fn hooks(&self) -> Hooks {
+        match self.mode {
+            Some(Mode::Capture) => Hooks::ON_REQUEST | Hooks::ON_COMPLETE | Hooks::REPORT,
+            Some(Mode::Replay) => Hooks::ON_REQUEST | Hooks::REPORT,
+            _ => Hooks::empty(),
+        }
     }
 
     fn on_request(&mut self, host: &dyn Host, _id: u64, req: Request) -> RequestAction {

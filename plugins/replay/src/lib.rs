@@ -14,7 +14,7 @@
 //! Config: empty.
 
 use buildproxy_plugin_sdk::{
-    Body, Entry, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead, headers,
+    Body, Entry, Hooks, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead, headers,
 };
 
 #[derive(Default)]
@@ -123,6 +123,15 @@ impl Plugin for Replay {
         }
         self.enabled = mode == Mode::Replay;
         Ok(())
+    }
+
+    /// It only answers requests, and only in replay.
+    fn hooks(&self) -> Hooks {
+        if self.enabled {
+            Hooks::ON_REQUEST
+        } else {
+            Hooks::empty()
+        }
     }
 
     fn on_request(&mut self, host: &dyn Host, _id: u64, req: Request) -> RequestAction {

@@ -41,7 +41,9 @@ pub use bindings::buildproxy::plugin::log::Level;
 pub use bindings::buildproxy::plugin::types::{
     Blob, Body, Exchange, Headers, Mode, Request, Response, ResponseHead, Source,
 };
-pub use bindings::exports::buildproxy::plugin::hooks::{RequestAction, ResponseAction};
+pub use bindings::exports::buildproxy::plugin::hooks::{
+    HooksWanted as Hooks, RequestAction, ResponseAction,
+};
 
 /// What the proxy offers a plugin: a log, the recorded content, and
 /// counters that outlive any one instance.
@@ -61,6 +63,13 @@ pub trait Host {
 pub trait Plugin {
     fn configure(&mut self, _host: &dyn Host, _mode: Mode, _config: &str) -> Result<(), String> {
         Ok(())
+    }
+    /// The hooks this plugin has an opinion on, asked right after
+    /// `configure` (so it may depend on the mode and config). The default,
+    /// every hook, is always correct; naming fewer spares each request the
+    /// calls the plugin would answer "no opinion" to.
+    fn hooks(&self) -> Hooks {
+        Hooks::all()
     }
     fn on_request(&mut self, _host: &dyn Host, _id: u64, _req: Request) -> RequestAction {
         RequestAction::Pass

@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use crate::bindings::buildproxy::plugin::{counters, inventory, log};
 use crate::bindings::exports::buildproxy::plugin::hooks::Guest;
 use crate::{
-    Entry, Exchange, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, ResponseAction,
-    ResponseHead,
+    Entry, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
+    ResponseAction, ResponseHead,
 };
 
 unsafe extern "Rust" {
@@ -51,8 +51,11 @@ fn with<R>(f: impl FnOnce(&mut dyn Plugin) -> R) -> R {
 pub struct Adapter;
 
 impl Guest for Adapter {
-    fn configure(mode: Mode, config: String) -> Result<(), String> {
-        with(|p| p.configure(&Imports, mode, &config))
+    fn configure(mode: Mode, config: String) -> Result<Hooks, String> {
+        with(|p| {
+            p.configure(&Imports, mode, &config)?;
+            Ok(p.hooks())
+        })
     }
     fn on_request(id: u64, req: Request) -> RequestAction {
         with(|p| p.on_request(&Imports, id, req))
