@@ -8,12 +8,20 @@ use crate::support::*;
 fn capture(dir: &std::path::Path, ca: &TestCa, extra: &[&str], script: &str) -> (i32, String) {
     let out = Command::new(BIN)
         .current_dir(dir)
-        .args(["capture", "--proxy-loopback", "--upstream-ca", ca.pem_path.to_str().unwrap()])
+        .args([
+            "capture",
+            "--proxy-loopback",
+            "--upstream-ca",
+            ca.pem_path.to_str().unwrap(),
+        ])
         .args(extra)
         .args(["--", "sh", "-c", script])
         .output()
         .unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `buildproxy replay … -- sh -c SCRIPT` inside a network namespace with
@@ -29,7 +37,10 @@ fn replay_offline(dir: &std::path::Path, extra: &[&str], script: &str) -> (i32, 
         .args(["-rn", "sh", "-c", &inner])
         .output()
         .expect("unshare (util-linux) is installed");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Evaluates a generated file with a stand-in fetchurl that returns its
@@ -44,7 +55,11 @@ fn eval_content(file: &std::path::Path) -> serde_json::Value {
         .args(["--eval", "--strict", "--json", "-E", &expr])
         .output()
         .expect("nix-instantiate is installed (.ci/run installs nix-bin)");
-    assert!(out.status.success(), "nix-instantiate: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nix-instantiate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -95,8 +110,15 @@ fn round_trip_capture_writes_true_hashes_and_offline_replay_serves_identical_byt
         .map(|(i, u)| format!("curl -sS '{u}' -o replay{i}; "))
         .collect();
     // A probe is status-only: its status replays, its body never existed.
-    replay_script.push_str(&format!("curl -sS -o /dev/null -w %{{http_code}} '{}' > probe", urls[4]));
-    let (code, err) = replay_offline(s.dir.path(), &["--store", "store", "--strict"], &replay_script);
+    replay_script.push_str(&format!(
+        "curl -sS -o /dev/null -w %{{http_code}} '{}' > probe",
+        urls[4]
+    ));
+    let (code, err) = replay_offline(
+        s.dir.path(),
+        &["--store", "store", "--strict"],
+        &replay_script,
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read_to_string(s.path("probe")).unwrap(), "404");
     for (i, url) in urls[..4].iter().enumerate() {
@@ -122,7 +144,10 @@ fn every_generated_fetchurl_instantiates_as_a_fixed_output_derivation() {
         up.https_url("/bytes/13/.hidden"),
         up.https_url("/bytes/14/plain-name.tar.gz"),
     ];
-    let script: String = urls.iter().map(|u| format!("curl -sS '{u}' -o /dev/null; ")).collect();
+    let script: String = urls
+        .iter()
+        .map(|u| format!("curl -sS '{u}' -o /dev/null; "))
+        .collect();
     let (code, err) = capture(s.dir.path(), &ca, &[], &script);
     assert_eq!(code, 0, "{err}");
     let expr = format!(
@@ -133,7 +158,11 @@ fn every_generated_fetchurl_instantiates_as_a_fixed_output_derivation() {
         .args(["--eval", "--strict", "--json", "-E", &expr])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let drvs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(drvs.len(), urls.len());
 }
@@ -144,12 +173,20 @@ fn the_hash_is_of_the_body_fetchurl_gets_even_when_the_client_asked_for_gzip() {
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let url = up.https_url("/gzip");
-    let (code, err) = capture(s.dir.path(), &ca, &[], &format!("curl -sS --compressed '{url}' -o got"));
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &[],
+        &format!("curl -sS --compressed '{url}' -o got"),
+    );
     assert_eq!(code, 0, "{err}");
     let identity = GZIP_TEXT.repeat(200);
     assert_eq!(std::fs::read_to_string(s.path("got")).unwrap(), identity);
     let entries = eval_content(&s.path("proxy_content.nix"));
-    assert_eq!(entry(&entries, &url)["file"]["hash"], sri(identity.as_bytes()));
+    assert_eq!(
+        entry(&entries, &url)["file"]["hash"],
+        sri(identity.as_bytes())
+    );
 }
 
 #[test]
@@ -158,7 +195,12 @@ fn head_range_and_conditional_requests_are_answered_from_the_recorded_body() {
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let url = up.https_url("/bytes/1000000");
-    let (code, err) = capture(s.dir.path(), &ca, &["--store", "store"], &format!("curl -sS '{url}' -o full"));
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--store", "store"],
+        &format!("curl -sS '{url}' -o full"),
+    );
     assert_eq!(code, 0, "{err}");
     let full = std::fs::read(s.path("full")).unwrap();
     let script = format!(
@@ -168,11 +210,16 @@ fn head_range_and_conditional_requests_are_answered_from_the_recorded_body() {
     );
     let (code, err) = replay_offline(s.dir.path(), &["--store", "store"], &script);
     assert_eq!(code, 0, "{err}");
-    let head = std::fs::read_to_string(s.path("head")).unwrap().to_lowercase();
+    let head = std::fs::read_to_string(s.path("head"))
+        .unwrap()
+        .to_lowercase();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("content-length: 1000000"), "{head}");
     assert_eq!(std::fs::read(s.path("range")).unwrap(), &full[1000..2000]);
-    assert_eq!(std::fs::read(s.path("tail")).unwrap(), &full[full.len() - 10..]);
+    assert_eq!(
+        std::fs::read(s.path("tail")).unwrap(),
+        &full[full.len() - 10..]
+    );
     assert_eq!(std::fs::read_to_string(s.path("cond")).unwrap(), "304");
 }
 
@@ -183,7 +230,11 @@ fn fifty_parallel_downloads_capture_and_replay_intact() {
     let up = Upstream::start(&ca);
     let mut config = String::new();
     for i in 0..50 {
-        let url = if i % 2 == 0 { up.https_url(&format!("/bytes/{}?n={i}", 20_000 + i * 997)) } else { up.http_url(&format!("/bytes/{}?n={i}", 30_000 + i)) };
+        let url = if i % 2 == 0 {
+            up.https_url(&format!("/bytes/{}?n={i}", 20_000 + i * 997))
+        } else {
+            up.http_url(&format!("/bytes/{}?n={i}", 30_000 + i))
+        };
         config.push_str(&format!("url = \"{url}\"\noutput = \"p{i}\"\n"));
     }
     std::fs::write(s.path("urls.cfg"), config).unwrap();
@@ -191,14 +242,19 @@ fn fifty_parallel_downloads_capture_and_replay_intact() {
     let (code, err) = capture(s.dir.path(), &ca, &["--store", "store"], run);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("wrote 50 entries"), "{err}");
-    let captured: Vec<Vec<u8>> = (0..50).map(|i| std::fs::read(s.path(&format!("p{i}"))).unwrap()).collect();
+    let captured: Vec<Vec<u8>> = (0..50)
+        .map(|i| std::fs::read(s.path(&format!("p{i}"))).unwrap())
+        .collect();
     for i in 0..50 {
         std::fs::remove_file(s.path(&format!("p{i}"))).unwrap();
     }
     let (code, err) = replay_offline(s.dir.path(), &["--store", "store", "--strict"], run);
     assert_eq!(code, 0, "{err}");
     for (i, want) in captured.iter().enumerate() {
-        assert!(&std::fs::read(s.path(&format!("p{i}"))).unwrap() == want, "download {i} differs");
+        assert!(
+            &std::fs::read(s.path(&format!("p{i}"))).unwrap() == want,
+            "download {i} differs"
+        );
     }
 }
 
@@ -208,15 +264,26 @@ fn a_miss_is_a_404_named_on_stderr_and_strict_fails_the_run() {
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let url = up.https_url("/bytes/10");
-    let (code, err) = capture(s.dir.path(), &ca, &["--store", "store"], &format!("curl -sS '{url}' -o /dev/null"));
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--store", "store"],
+        &format!("curl -sS '{url}' -o /dev/null"),
+    );
     assert_eq!(code, 0, "{err}");
     let missing = up.https_url("/bytes/11");
     let script = format!("curl -sS -o body -w %{{http_code}} '{missing}' > code");
     let (code, err) = replay_offline(s.dir.path(), &["--store", "store"], &script);
-    assert_eq!(code, 0, "without --strict a miss does not fail the run: {err}");
+    assert_eq!(
+        code, 0,
+        "without --strict a miss does not fail the run: {err}"
+    );
     assert_eq!(std::fs::read_to_string(s.path("code")).unwrap(), "404");
     let body = std::fs::read_to_string(s.path("body")).unwrap();
-    assert!(body.contains(&missing) && body.contains("buildproxy capture"), "{body}");
+    assert!(
+        body.contains(&missing) && body.contains("buildproxy capture"),
+        "{body}"
+    );
     assert!(err.contains(&format!("MISS GET {missing}")), "{err}");
     assert!(err.contains("re-run the capture"), "{err}");
     let (code, err) = replay_offline(s.dir.path(), &["--store", "store", "--strict"], &script);
@@ -240,20 +307,38 @@ fn detach_serves_a_shell_script_and_exits_with_it() {
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let url = up.https_url("/bytes/5000");
-    let (code, err) = capture(s.dir.path(), &ca, &["--store", "store"], &format!("curl -sS '{url}' -o want"));
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--store", "store"],
+        &format!("curl -sS '{url}' -o want"),
+    );
     assert_eq!(code, 0, "{err}");
     let script = format!(
         "set -e; eval \"$({BIN} replay --proxy-loopback --store store --detach)\"; \
          curl -sS --fail '{url}' -o got; echo \"$BUILDPROXY_ADDR\" > addr"
     );
-    let status = Command::new("sh").current_dir(s.dir.path()).args(["-c", &script]).status().unwrap();
+    let status = Command::new("sh")
+        .current_dir(s.dir.path())
+        .args(["-c", &script])
+        .status()
+        .unwrap();
     assert!(status.success());
-    assert_eq!(std::fs::read(s.path("got")).unwrap(), std::fs::read(s.path("want")).unwrap());
+    assert_eq!(
+        std::fs::read(s.path("got")).unwrap(),
+        std::fs::read(s.path("want")).unwrap()
+    );
     // The shell is gone: the proxy follows it promptly.
-    let addr = std::fs::read_to_string(s.path("addr")).unwrap().trim().to_string();
+    let addr = std::fs::read_to_string(s.path("addr"))
+        .unwrap()
+        .trim()
+        .to_string();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::net::TcpStream::connect(&addr).is_ok() {
-        assert!(std::time::Instant::now() < deadline, "the detached proxy outlived its shell");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the detached proxy outlived its shell"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
@@ -282,11 +367,24 @@ fn merge_keeps_old_entries_adds_new_ones_and_reports_changed_hashes() {
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let (a, counter) = (up.https_url("/bytes/40"), up.https_url("/counter"));
-    capture(s.dir.path(), &ca, &[], &format!("curl -sS '{a}' '{counter}' -o /dev/null -o /dev/null"));
+    capture(
+        s.dir.path(),
+        &ca,
+        &[],
+        &format!("curl -sS '{a}' '{counter}' -o /dev/null -o /dev/null"),
+    );
     let b = up.https_url("/bytes/41");
-    let (code, err) = capture(s.dir.path(), &ca, &["--merge"], &format!("curl -sS '{b}' '{counter}' -o /dev/null -o /dev/null"));
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--merge"],
+        &format!("curl -sS '{b}' '{counter}' -o /dev/null -o /dev/null"),
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(&format!("changed since the last capture: {counter}")), "{err}");
+    assert!(
+        err.contains(&format!("changed since the last capture: {counter}")),
+        "{err}"
+    );
     let entries = eval_content(&s.path("proxy_content.nix"));
     assert_eq!(entries.as_array().unwrap().len(), 3, "{entries:#}");
     entry(&entries, &a);
@@ -299,9 +397,17 @@ fn a_url_answering_two_different_bodies_keeps_the_first_and_warns() {
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let counter = up.https_url("/counter");
-    let (code, err) = capture(s.dir.path(), &ca, &[], &format!("curl -sS '{counter}' -o first; curl -sS '{counter}' -o /dev/null"));
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &[],
+        &format!("curl -sS '{counter}' -o first; curl -sS '{counter}' -o /dev/null"),
+    );
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains(&counter) && err.contains("different body"), "{err}");
+    assert!(
+        err.contains(&counter) && err.contains("different body"),
+        "{err}"
+    );
     let entries = eval_content(&s.path("proxy_content.nix"));
     let first = std::fs::read(s.path("first")).unwrap();
     assert_eq!(entry(&entries, &counter)["file"]["hash"], sri(&first));
@@ -315,14 +421,27 @@ fn sigterm_during_capture_still_writes_what_completed() {
     let url = up.https_url("/bytes/999");
     let mut child = Command::new(BIN)
         .current_dir(s.dir.path())
-        .args(["capture", "--proxy-loopback", "--upstream-ca", ca.pem_path.to_str().unwrap()])
-        .args(["--", "sh", "-c", &format!("curl -sS '{url}' -o /dev/null && touch fetched && sleep 60")])
+        .args([
+            "capture",
+            "--proxy-loopback",
+            "--upstream-ca",
+            ca.pem_path.to_str().unwrap(),
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("curl -sS '{url}' -o /dev/null && touch fetched && sleep 60"),
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !s.path("fetched").exists() {
-        assert!(std::time::Instant::now() < deadline, "the download did not happen");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download did not happen"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
