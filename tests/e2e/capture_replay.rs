@@ -1,47 +1,8 @@
 //! Capture and replay, end to end: the main job.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::support::*;
-
-/// `buildproxy capture … -- sh -c SCRIPT` in `dir`; returns (exit code, stderr).
-fn capture(dir: &std::path::Path, ca: &TestCa, extra: &[&str], script: &str) -> (i32, String) {
-    let out = Command::new(BIN)
-        .current_dir(dir)
-        .args([
-            "capture",
-            "--proxy-loopback",
-            "--upstream-ca",
-            ca.pem_path.to_str().unwrap(),
-        ])
-        .args(extra)
-        .args(["--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `buildproxy replay … -- sh -c SCRIPT` inside a network namespace with
-/// only loopback: nothing can reach the network, upstreams included.
-fn replay_offline(dir: &std::path::Path, extra: &[&str], script: &str) -> (i32, String) {
-    let mut inner = format!("ip link set lo up; exec {BIN} replay --proxy-loopback");
-    for a in extra {
-        inner.push_str(&format!(" '{a}'"));
-    }
-    inner.push_str(&format!(" -- sh -c '{}'", script.replace('\'', "'\\''")));
-    let out = Command::new("unshare")
-        .current_dir(dir)
-        .args(["-rn", "sh", "-c", &inner])
-        .output()
-        .expect("unshare (util-linux) is installed");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Evaluates a generated file with a stand-in fetchurl that returns its
 /// arguments: `[{url, hash, name?, status, hasFile}]` as JSON.
@@ -411,42 +372,4 @@ fn a_url_answering_two_different_bodies_keeps_the_first_and_warns() {
     let entries = eval_content(&s.path("proxy_content.nix"));
     let first = std::fs::read(s.path("first")).unwrap();
     assert_eq!(entry(&entries, &counter)["file"]["hash"], sri(&first));
-}
-
-#[test]
-fn sigterm_during_capture_still_writes_what_completed() {
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let up = Upstream::start(&ca);
-    let url = up.https_url("/bytes/999");
-    let mut child = Command::new(BIN)
-        .current_dir(s.dir.path())
-        .args([
-            "capture",
-            "--proxy-loopback",
-            "--upstream-ca",
-            ca.pem_path.to_str().unwrap(),
-        ])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            &format!("curl -sS '{url}' -o /dev/null && touch fetched && sleep 60"),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !s.path("fetched").exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the download did not happen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(128 + libc::SIGTERM));
-    let entries = eval_content(&s.path("proxy_content.nix"));
-    entry(&entries, &url);
 }

@@ -8,39 +8,6 @@ use url::form_urlencoded::byte_serialize;
 
 use crate::support::*;
 
-/// `buildproxy capture … -- sh -c SCRIPT` in `dir`; (exit code, stderr).
-fn capture(dir: &Path, ca: &TestCa, extra: &[&str], script: &str) -> (i32, String) {
-    let out = Command::new(BIN)
-        .current_dir(dir)
-        .args(["capture", "--proxy-loopback", "--upstream-ca"])
-        .arg(&ca.pem_path)
-        .args(extra)
-        .args(["--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.code().unwrap_or(-1), err)
-}
-
-/// `buildproxy replay … -- sh -c SCRIPT` in a network namespace with only
-/// loopback: nothing can reach the network.
-fn replay_offline(dir: &Path, extra: &[&str], script: &str) -> (i32, String) {
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
-    let mut inner = format!("ip link set lo up; exec {BIN} replay --proxy-loopback");
-    for a in extra {
-        inner.push(' ');
-        inner.push_str(&quote(a));
-    }
-    inner.push_str(&format!(" -- sh -c {}", quote(script)));
-    let out = Command::new("unshare")
-        .current_dir(dir)
-        .args(["-rn", "sh", "-c", &inner])
-        .output()
-        .expect("unshare (util-linux) is installed");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    (out.status.code().unwrap_or(-1), err)
-}
-
 /// A generated (or hand-written) content file through real Nix, with a
 /// stand-in fetchurl that returns its arguments.
 fn eval_content(file: &Path) -> Vec<serde_json::Value> {

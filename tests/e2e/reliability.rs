@@ -7,18 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn wait_for(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_capture_killed_with_sigkill_loses_nothing_that_completed() {
     let s = Scratch::new();
@@ -143,24 +131,6 @@ fn the_next_capture_after_a_crash_keeps_what_the_crashed_one_recorded() {
     assert!(text.contains(&a) && text.contains(&b), "{text}");
 }
 
-/// `buildproxy capture` in `dir` with the test CA trusted, running
-/// `sh -c SCRIPT`; stderr piped.
-fn capture_command(dir: &std::path::Path, ca: &TestCa, extra: &[&str], script: &str) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.current_dir(dir)
-        .args([
-            "capture",
-            "--proxy-loopback",
-            "--upstream-ca",
-            ca.pem_path.to_str().unwrap(),
-        ])
-        .args(extra)
-        .args(["--", "sh", "-c", script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    cmd
-}
-
 fn stderr_of(child: std::process::Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
     (
@@ -199,6 +169,11 @@ fn signal_during_capture_keeps_what_completed(signal: i32) {
         !s.path("proxy_content.nix.journal").exists(),
         "the journal is gone once the file is written"
     );
+}
+
+#[test]
+fn sigterm_during_capture_still_writes_what_completed() {
+    signal_during_capture_keeps_what_completed(libc::SIGTERM);
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -882,5 +883,76 @@ impl WrongNameUpstream {
 
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.addr)
+    }
+}
+
+// --- running buildproxy the way a user does -------------------------------
+
+/// `buildproxy capture … -- sh -c SCRIPT` in `dir`; (exit code, stderr).
+pub fn capture(dir: &Path, ca: &TestCa, extra: &[&str], script: &str) -> (i32, String) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .args(["capture", "--proxy-loopback", "--upstream-ca"])
+        .arg(&ca.pem_path)
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+/// `buildproxy replay … -- sh -c SCRIPT` in a network namespace with only
+/// loopback: nothing can reach the network.
+pub fn replay_offline(dir: &Path, extra: &[&str], script: &str) -> (i32, String) {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let mut inner = format!("ip link set lo up; exec {BIN} replay --proxy-loopback");
+    for a in extra {
+        inner.push(' ');
+        inner.push_str(&quote(a));
+    }
+    inner.push_str(&format!(" -- sh -c {}", quote(script)));
+    let out = Command::new("unshare")
+        .current_dir(dir)
+        .args(["-rn", "sh", "-c", &inner])
+        .output()
+        .expect("unshare (util-linux) is installed");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+/// `buildproxy capture` in `dir` with the test CA trusted, running
+/// `sh -c SCRIPT`; stderr piped.
+pub fn capture_command(
+    dir: &std::path::Path,
+    ca: &TestCa,
+    extra: &[&str],
+    script: &str,
+) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .args([
+            "capture",
+            "--proxy-loopback",
+            "--upstream-ca",
+            ca.pem_path.to_str().unwrap(),
+        ])
+        .args(extra)
+        .args(["--", "sh", "-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Waits (bounded) until a file a test's command touches appears.
+pub fn wait_for(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
