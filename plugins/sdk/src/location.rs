@@ -114,9 +114,11 @@ fn remove_dots(path: &str) -> String {
 mod tests {
     use super::*;
 
+    const BASE: &str = "http://a.example/b/c/d;p?q";
+
     #[test]
-    fn resolves_as_rfc_3986_says_and_normalises_like_the_host() {
-        let base = "http://a.example/b/c/d;p?q";
+    fn resolves_locations_as_rfc_3986_says() {
+        // The examples of RFC 3986 5.4.1, with a real host.
         for (loc, want) in [
             ("g", "http://a.example/b/c/g"),
             ("./g", "http://a.example/b/c/g"),
@@ -131,17 +133,30 @@ mod tests {
             (".", "http://a.example/b/c/"),
             ("..", "http://a.example/b/"),
             ("../g", "http://a.example/b/g"),
+            ("../../g", "http://a.example/g"),
             ("../../../g", "http://a.example/g"),
+            ("/./g", "http://a.example/g"),
             ("g/../h", "http://a.example/b/c/h"),
-            (
-                "HTTPS://CDN.Example:443/f?s=%2F",
-                "https://cdn.example/f?s=%2F",
-            ),
-            ("http://[::1]:8080/y", "http://[::1]:8080/y"),
         ] {
-            assert_eq!(resolve(base, loc).as_deref(), Some(want), "{loc:?}");
+            assert_eq!(resolve(BASE, loc).as_deref(), Some(want), "{loc:?}");
         }
-        assert_eq!(resolve(base, "ftp://f.example/y"), None);
-        assert_eq!(resolve(base, "https://bad host/"), None);
+    }
+
+    #[test]
+    fn absolute_locations_cross_schemes_and_hosts_and_are_normalised() {
+        assert_eq!(
+            resolve("http://a.example/x", "HTTPS://CDN.Example:443/f?sig=1%2F").as_deref(),
+            Some("https://cdn.example/f?sig=1%2F")
+        );
+        assert_eq!(
+            resolve("https://a.example/x", "http://[::1]:8080/y").as_deref(),
+            Some("http://[::1]:8080/y")
+        );
+        assert_eq!(
+            resolve("http://a.example:8080/x", "/y").as_deref(),
+            Some("http://a.example:8080/y")
+        );
+        assert_eq!(resolve("http://a.example/x", "ftp://f.example/y"), None);
+        assert_eq!(resolve("http://a.example/x", "https://bad host/"), None);
     }
 }
