@@ -11,5 +11,6 @@ mod load;
 mod nix;
 mod patch;
 mod proxy;
+mod quickstart;
 mod redirect;
 mod reliability;
