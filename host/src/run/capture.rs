@@ -48,8 +48,8 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         nix::write_atomic(&args.output, &previous)?;
         std::fs::remove_file(&journal_path).ok();
         eprintln!(
-            "buildproxy: wrote {} entries to {}",
-            previous.len(),
+            "buildproxy: wrote {} to {}",
+            count(previous.len(), "entry", "entries"),
             args.output.display()
         );
         return Ok(0);
@@ -130,13 +130,13 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     );
     let errors = catalog.errors();
     eprintln!(
-        "buildproxy: wrote {} entries to {} ({} new, {} changed, {}); {} errors, {} skipped, {} conflicting",
-        entries.len(),
+        "buildproxy: wrote {} to {} ({} new, {} changed, {}); {}, {} skipped, {} conflicting",
+        count(entries.len(), "entry", "entries"),
         args.output.display(),
         s.added.load(Ordering::Relaxed),
         changed.len(),
         human_size(Some(s.added_bytes.load(Ordering::Relaxed))),
-        errors.len(),
+        count(errors.len(), "error", "errors"),
         skipped,
         s.conflicts.load(Ordering::Relaxed),
     );
@@ -173,4 +173,9 @@ fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> (Vec<Entry>, Vec<String>
         all.insert(key(&e), e);
     }
     (all.into_values().collect(), changed)
+}
+
+/// "1 entry", "2 entries": the summary is read by people.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -59,8 +59,12 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
     let misses = catalog.misses();
     if !misses.is_empty() {
         eprintln!(
-            "buildproxy: {} requests were not in the captured content:",
-            misses.len()
+            "buildproxy: {} not in the captured content:",
+            if misses.len() == 1 {
+                "1 request was".to_string()
+            } else {
+                format!("{} requests were", misses.len())
+            }
         );
         for (method, url) in &misses {
             eprintln!("buildproxy:   {method} {url}");
