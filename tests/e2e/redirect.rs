@@ -1,39 +1,11 @@
 //! Redirects and non-success statuses: the host links a chain's exchanges,
 //! the redirect plugin records and replays them (faithful or flattened).
 
-use std::path::Path;
 use std::process::Command;
 
 use url::form_urlencoded::byte_serialize;
 
 use crate::support::*;
-
-/// A generated (or hand-written) content file through real Nix, with a
-/// stand-in fetchurl that returns its arguments.
-fn eval_content(file: &Path) -> Vec<serde_json::Value> {
-    let expr = format!(
-        "map (e: {{ inherit (e) url; status = e.status_code or 200; headers = e.headers or {{ }}; \
-         file = e.file; }}) (import {} {{ fetchurl = args: args; }})",
-        file.display()
-    );
-    let out = Command::new("nix-instantiate")
-        .args(["--eval", "--strict", "--json", "-E", &expr])
-        .output()
-        .expect("nix-instantiate is installed (.ci/run installs nix-bin)");
-    assert!(
-        out.status.success(),
-        "nix-instantiate: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn entry<'a>(entries: &'a [serde_json::Value], url: &str) -> &'a serde_json::Value {
-    entries
-        .iter()
-        .find(|e| e["url"] == url)
-        .unwrap_or_else(|| panic!("no entry for {url} in {entries:#?}"))
-}
 
 fn enc(s: &str) -> String {
     byte_serialize(s.as_bytes()).collect()

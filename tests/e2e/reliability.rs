@@ -7,47 +7,47 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
+/// Runs a capture of `script` (which touches `fetched` once its downloads
+/// are done), waits until the journal holds `entries` lines (its writer
+/// thread fsyncs just after each exchange), then SIGKILLs buildproxy.
+/// Returns the journal's path.
+fn kill_capture_once_journaled(
+    s: &Scratch,
+    ca: &TestCa,
+    script: &str,
+    entries: usize,
+) -> std::path::PathBuf {
+    let mut child = capture_command(s.dir.path(), ca, &[], script)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&s.path("fetched"));
+    let journal = s.path("proxy_content.nix.journal");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&journal).map_or(0, |j| j.lines().count()) < entries {
+        assert!(
+            Instant::now() < deadline,
+            "the journal never held {entries} entries"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    journal
+}
+
 #[test]
 fn a_capture_killed_with_sigkill_loses_nothing_that_completed() {
     let s = Scratch::new();
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let (a, b) = (up.https_url("/bytes/4096?a"), up.http_url("/status/404"));
-    let mut child = Command::new(BIN)
-        .current_dir(s.dir.path())
-        .args([
-            "capture",
-            "--proxy-loopback",
-            "--upstream-ca",
-            ca.pem_path.to_str().unwrap(),
-        ])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            &format!("curl -sS '{a}' '{b}' -o want -o /dev/null && touch fetched && sleep 60"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&s.path("fetched"));
-    // The journal is written as each exchange completes; give its writer
-    // thread the moment an fsync takes.
-    let journal = s.path("proxy_content.nix.journal");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&journal)
-        .map(|j| j.lines().count())
-        .unwrap_or(0)
-        < 2
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the journal never held both entries"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let journal = kill_capture_once_journaled(
+        &s,
+        &ca,
+        &format!("curl -sS '{a}' '{b}' -o want -o /dev/null && touch fetched && sleep 60"),
+        2,
+    );
     assert!(
         !s.path("proxy_content.nix").exists(),
         "a killed capture cannot have written the file"
@@ -80,53 +80,21 @@ fn the_next_capture_after_a_crash_keeps_what_the_crashed_one_recorded() {
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
     let a = up.https_url("/bytes/100?first");
-    let mut child = Command::new(BIN)
-        .current_dir(s.dir.path())
-        .args([
-            "capture",
-            "--proxy-loopback",
-            "--upstream-ca",
-            ca.pem_path.to_str().unwrap(),
-        ])
-        .args([
-            "--",
-            "sh",
-            "-c",
-            &format!("curl -sS '{a}' -o /dev/null && touch fetched && sleep 60"),
-        ])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&s.path("fetched"));
-    let journal = s.path("proxy_content.nix.journal");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&journal)
-        .unwrap_or_default()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "the journal stayed empty");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_capture_once_journaled(
+        &s,
+        &ca,
+        &format!("curl -sS '{a}' -o /dev/null && touch fetched && sleep 60"),
+        1,
+    );
 
     let b = up.https_url("/bytes/100?second");
-    let out = Command::new(BIN)
-        .current_dir(s.dir.path())
-        .args([
-            "capture",
-            "--proxy-loopback",
-            "--upstream-ca",
-            ca.pem_path.to_str().unwrap(),
-        ])
-        .args(["--", "curl", "-sS", &b, "-o", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &[],
+        &format!("curl -sS '{b}' -o /dev/null"),
     );
+    assert!(code == 0, "{err}");
     let text = std::fs::read_to_string(s.path("proxy_content.nix")).unwrap();
     assert!(text.contains(&a) && text.contains(&b), "{text}");
 }

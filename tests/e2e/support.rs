@@ -956,3 +956,35 @@ pub fn wait_for(path: &std::path::Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+// --- reading what capture wrote ---------------------------------------------
+
+/// A generated (or hand-written) content file through real Nix, with a
+/// stand-in fetchurl that returns its arguments: `[{url, status, headers,
+/// file}]`, with nix-buildproxy's defaults (200, no headers) where an entry
+/// leaves them out.
+pub fn eval_content(file: &Path) -> Vec<serde_json::Value> {
+    let expr = format!(
+        "map (e: {{ inherit (e) url; status = e.status_code or 200; headers = e.headers or {{ }}; \
+         file = e.file; }}) (import {} {{ fetchurl = args: args; }})",
+        file.display()
+    );
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "-E", &expr])
+        .output()
+        .expect("nix-instantiate is installed (.ci/run installs nix-bin)");
+    assert!(
+        out.status.success(),
+        "nix-instantiate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The entry for `url`, or a panic that shows them all.
+pub fn entry<'a>(entries: &'a [serde_json::Value], url: &str) -> &'a serde_json::Value {
+    entries
+        .iter()
+        .find(|e| e["url"] == url)
+        .unwrap_or_else(|| panic!("no entry for {url} in {entries:#?}"))
+}
