@@ -24,10 +24,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use sha2::{Digest, Sha256};
 
 use crate::support::*;
@@ -123,35 +120,10 @@ impl LoadUpstream {
             .build()
             .unwrap();
         let bodies = Bodies::new();
-        let bind = || {
-            rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-                .unwrap()
-        };
-        let (http, https) = (bind(), bind());
-        let (http_addr, https_addr) = (http.local_addr().unwrap(), https.local_addr().unwrap());
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
-        for (listener, tls) in [(http, None), (https, Some(acceptor))] {
-            let bodies = bodies.clone();
-            rt.spawn(async move {
-                loop {
-                    let Ok((s, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (bodies, tls) = (bodies.clone(), tls.clone());
-                    tokio::spawn(async move {
-                        let service = service_fn(move |r| serve(r, bodies.clone()));
-                        let builder = auto::Builder::new(TokioExecutor::new());
-                        let _ = match tls {
-                            None => builder.serve_connection(TokioIo::new(s), service).await,
-                            Some(tls) => match tls.accept(s).await {
-                                Ok(t) => builder.serve_connection(TokioIo::new(t), service).await,
-                                Err(_) => return,
-                            },
-                        };
-                    });
-                }
-            });
-        }
+        let b = bodies.clone();
+        let handler = move |r| serve(r, b.clone());
+        let http_addr = spawn_server(&rt, None, handler.clone());
+        let https_addr = spawn_server(&rt, Some(ca.server.clone()), handler);
         Self {
             http: http_addr,
             https: https_addr,

@@ -11,10 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 
 use crate::support::*;
 
@@ -55,44 +52,30 @@ impl Files {
                 .map(|(p, b)| (p.to_string(), Bytes::from(b.clone())))
                 .collect(),
         );
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
-        rt.spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                let (files, acceptor) = (files.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let service = service_fn(move |r: Request<hyper::body::Incoming>| {
-                        let body = files.get(r.uri().path()).cloned();
-                        async move {
-                            let mut resp = Response::new(Full::new(Bytes::new()));
-                            match body {
-                                Some(b) => {
-                                    *resp.body_mut() = Full::new(b);
-                                    let h = resp.headers_mut();
-                                    h.insert("etag", "\"v1\"".parse().unwrap());
-                                    h.insert(
-                                        "last-modified",
-                                        "Tue, 01 Jan 2030 00:00:00 GMT".parse().unwrap(),
-                                    );
-                                    h.insert("content-type", "text/plain".parse().unwrap());
-                                }
-                                None => *resp.status_mut() = hyper::StatusCode::NOT_FOUND,
-                            }
-                            Ok::<_, Infallible>(resp)
+        let addr = spawn_server(
+            &rt,
+            Some(ca.server.clone()),
+            move |r: Request<hyper::body::Incoming>| {
+                let body = files.get(r.uri().path()).cloned();
+                async move {
+                    let mut resp = Response::new(Full::new(Bytes::new()));
+                    match body {
+                        Some(b) => {
+                            *resp.body_mut() = Full::new(b);
+                            let h = resp.headers_mut();
+                            h.insert("etag", "\"v1\"".parse().unwrap());
+                            h.insert(
+                                "last-modified",
+                                "Tue, 01 Jan 2030 00:00:00 GMT".parse().unwrap(),
+                            );
+                            h.insert("content-type", "text/plain".parse().unwrap());
                         }
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+                        None => *resp.status_mut() = hyper::StatusCode::NOT_FOUND,
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
+            },
+        );
         Self { addr, _rt: rt }
     }
 

@@ -138,47 +138,10 @@ impl Upstream {
                 .unwrap(),
         );
         let hits = Arc::new(AtomicU64::new(0));
-        let (http, https) = rt.block_on(async {
-            let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let https = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            (http, https)
-        });
-        let (http_addr, https_addr) = (http.local_addr().unwrap(), https.local_addr().unwrap());
         let h = hits.clone();
-        rt.spawn(async move {
-            loop {
-                let Ok((s, _)) = http.accept().await else {
-                    continue;
-                };
-                let h = h.clone();
-                tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), service_fn(move |r| serve(r, h.clone())))
-                        .await;
-                });
-            }
-        });
-        let h = hits.clone();
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
-        rt.spawn(async move {
-            loop {
-                let Ok((s, _)) = https.accept().await else {
-                    continue;
-                };
-                let (h, acceptor) = (h.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(
-                            TokioIo::new(tls),
-                            service_fn(move |r| serve(r, h.clone())),
-                        )
-                        .await;
-                });
-            }
-        });
+        let handler = move |r| serve(r, h.clone());
+        let http_addr = spawn_server(&rt, None, handler.clone());
+        let https_addr = spawn_server(&rt, Some(ca.server.clone()), handler);
         Self {
             http: http_addr,
             https: https_addr,
@@ -476,32 +439,11 @@ impl FileUpstream {
                 .build()
                 .unwrap(),
         );
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let https = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
-        let acceptor = tokio_rustls::TlsAcceptor::from(ca.server.clone());
         let (h, dir) = (hits.clone(), root.to_path_buf());
-        rt.spawn(async move {
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (h, dir, acceptor) = (h.clone(), dir.clone(), acceptor.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let service = service_fn(move |r| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        serve_file(r, dir.clone())
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
+        let https = spawn_server(&rt, Some(ca.server.clone()), move |r| {
+            h.fetch_add(1, Ordering::SeqCst);
+            serve_file(r, dir.clone())
         });
         Self {
             https,
@@ -850,29 +792,8 @@ impl WrongNameUpstream {
                 .build()
                 .unwrap(),
         );
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        rt.spawn(async move {
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let service = service_fn(|_r: Request<Incoming>| async {
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"x"))))
-                    });
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
-            }
+        let addr = spawn_server(&rt, Some(Arc::new(server)), |_r| async {
+            Ok(Response::new(Full::new(Bytes::from_static(b"x"))))
         });
         Self {
             addr,
@@ -987,4 +908,50 @@ pub fn entry<'a>(entries: &'a [serde_json::Value], url: &str) -> &'a serde_json:
         .iter()
         .find(|e| e["url"] == url)
         .unwrap_or_else(|| panic!("no entry for {url} in {entries:#?}"))
+}
+
+// --- servers ------------------------------------------------------------------
+
+/// Serves `handler` on a new 127.0.0.1 port, on `rt`: HTTP/1.1 and h2
+/// (ALPN), behind TLS when `tls` is given. Returns the bound address.
+pub fn spawn_server<F, Fut, B>(
+    rt: &tokio::runtime::Runtime,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    handler: F,
+) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let (handler, acceptor) = (handler.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let service = service_fn(handler);
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let _ = match acceptor {
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Some(tls) => match tls.accept(stream).await {
+                        Ok(t) => builder.serve_connection(TokioIo::new(t), service).await,
+                        Err(_) => return,
+                    },
+                };
+            });
+        }
+    });
+    addr
 }
