@@ -10,6 +10,7 @@ mod clients;
 mod load;
 mod nix;
 mod patch;
+mod prepared;
 mod proxy;
 mod quickstart;
 mod redirect;

@@ -61,6 +61,7 @@ let
   plainEntries = map (e: e // { file = if e.file == null then null else plain e.file; });
 
   content = lib.mkContent ./nix-buildproxy-content.nix;
+  prepared = lib.prepareContent ./nix-buildproxy-content.nix;
   bodies = builtins.filter (e: e.file != null) (lib.importContent ./nix-buildproxy-content.nix);
 
   options = {
@@ -242,6 +243,23 @@ in
     want = nixBuildproxyEntries;
   };
 
+  prepareContent_runs_buildproxy_prepare_on_the_json = {
+    got = {
+      inherit (prepared) name builder;
+      args = map plain prepared.drvAttrs.args;
+    };
+    want = {
+      name = "proxy_content.prepared";
+      builder = plain bin;
+      args = [
+        "prepare"
+        (plain content.outPath)
+        "--output"
+        (builtins.placeholder "out")
+      ];
+    };
+  };
+
   mkBuildproxy_takes_a_path_like_nix_buildproxy = {
     got = {
       type = (lib.mkBuildproxy ./nix-buildproxy-content.nix).type;
@@ -253,7 +271,7 @@ in
         bin
         "replay"
         "--content"
-        content.outPath
+        prepared.outPath
         "--detach"
       ];
     };
@@ -265,7 +283,7 @@ in
       bin
       "replay"
       "--content"
-      content.outPath
+      prepared.outPath
       "--no-default-plugins"
       "--plugin"
       "${pluginDir}/broken.wasm"
@@ -300,7 +318,7 @@ in
       bin
       "replay"
       "--content"
-      content.outPath
+      prepared.outPath
       "--strict"
     ];
   };
