@@ -16,7 +16,7 @@
 let
   importContent = import ./importContent.nix { inherit fetchurl; };
   mkContent = import ./mkContent.nix { inherit importContent writeText; };
-  prepareContent = import ./prepareContent.nix { inherit buildproxy mkContent; };
+  prepareContent = import ./prepareContent.nix { inherit buildproxy importContent; };
   replayArgs = import ./internal/replayArgs.nix { inherit prepareContent writeText; };
   shell = import ./internal/shell.nix;
 in

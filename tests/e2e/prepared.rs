@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use crate::support::*;
 
@@ -131,15 +132,11 @@ fn a_store_replays_from_its_prepared_index_until_index_json_is_edited() {
     // index.json unreadable but older than the prepared index: replay
     // never reads it.
     fs::write(&index, b"not json").unwrap();
-    let touch = |when: &str| {
-        let ok = Command::new("touch")
-            .args(["-d", when])
-            .arg(&index)
-            .status()
-            .unwrap();
-        assert!(ok.success());
+    let touch = |when: SystemTime| {
+        let f = fs::File::options().write(true).open(&index).unwrap();
+        f.set_modified(when).unwrap();
     };
-    touch("1 hour ago");
+    touch(SystemTime::now() - Duration::from_secs(3600));
     let (code, err) = replay_offline(
         s.dir.path(),
         &["--store", "store", "--strict"],
@@ -153,7 +150,7 @@ fn a_store_replays_from_its_prepared_index_until_index_json_is_edited() {
 
     // Edited after it (here: dropping the first entry), index.json wins,
     // and a broken one fails at start naming it.
-    touch("now");
+    touch(SystemTime::now());
     let (code, err) = replay_offline(s.dir.path(), &["--store", "store"], "touch served");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("index.json:1:"), "{err}");

@@ -243,20 +243,27 @@ in
     want = nixBuildproxyEntries;
   };
 
+  # The JSON is mkContent's, as a plain file; the bodies are inputs.
   prepareContent_runs_buildproxy_prepare_on_the_json = {
     got = {
       inherit (prepared) name builder;
       args = map plain prepared.drvAttrs.args;
+      json = builtins.readFile (builtins.elemAt prepared.drvAttrs.args 1);
+      bodies = prepared.drvAttrs.bodies;
+      bodiesAreInputs = builtins.all (b: builtins.hasContext b) prepared.drvAttrs.bodies;
     };
     want = {
       name = "proxy_content.prepared";
       builder = plain bin;
       args = [
         "prepare"
-        (plain content.outPath)
+        (plain (builtins.elemAt prepared.drvAttrs.args 1))
         "--output"
         (builtins.placeholder "out")
       ];
+      json = plain content.text;
+      bodies = map (e: e.file) bodies;
+      bodiesAreInputs = true;
     };
   };
 
