@@ -73,12 +73,11 @@ fn prepared_content_replays_like_the_json_and_damage_fails_at_start() {
         fs::read_to_string(s.path("codes")).unwrap(),
         "200\n200\n404\n"
     );
-    for i in 0..2 {
+    for (i, url) in urls[..2].iter().enumerate() {
         assert_eq!(
             fs::read(s.path(&format!("out{i}"))).unwrap(),
             fs::read(s.path(&format!("replay{i}"))).unwrap(),
-            "{}",
-            urls[i]
+            "{url}"
         );
     }
     assert_eq!(up.hits(), hits, "replay must not reach the upstream");
