@@ -349,10 +349,11 @@ http {{
         f.close()
         return f.name
 
-    def many(self, proxy, connections):
-        """All small files over `connections` kept-alive connections (one
-        curl each, every URL on its command line): requests/s."""
-        n = self.args.small_count
+    def many(self, proxy, connections, count=None):
+        """All small files (or the first `count`) over `connections`
+        kept-alive connections (one curl each, every URL on its command
+        line): requests/s."""
+        n = count or self.args.small_count
         configs = [self.url_config(range(k, n, connections)) for k in range(connections)]
         cmd = self.curl(proxy) + ["-w", CURL_FMT]
         t0 = time.perf_counter()
@@ -560,19 +561,19 @@ http {{
         prepared file `buildproxy prepare` makes of it."""
         json_path = self.work / f"content-{n}.json"
         prepared = self.work / f"content-{n}.prepared"
-        if not prepared.exists():
-            count = self.args.small_count
-            entries = [{"url": self.small_url(i) if i < count else
-                        f"https://repo.example.org/maven2/org/example/lib{i}/1.0/lib{i}-1.0.jar",
-                        "status_code": 200,
-                        "headers": {"content-type": "application/octet-stream",
-                                    "etag": f'"{i:08x}"'},
-                        "hash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
-                        "file": str(self.data / "small" / f"{i % count:05d}.bin")}
-                       for i in range(n)]
-            json_path.write_text(json.dumps(entries))
-            subprocess.run([str(self.bin), "prepare", str(json_path), "--output", str(prepared),
-                            "--allow-root", str(self.data)], check=True, capture_output=True)
+        # Written every run: the URLs hold this run's nginx port.
+        count = self.args.small_count
+        entries = [{"url": self.small_url(i) if i < count else
+                    f"https://repo.example.org/maven2/org/example/lib{i}/1.0/lib{i}-1.0.jar",
+                    "status_code": 200,
+                    "headers": {"content-type": "application/octet-stream",
+                                "etag": f'"{i:08x}"'},
+                    "hash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+                    "file": str(self.data / "small" / f"{i % count:05d}.bin")}
+                   for i in range(n)]
+        json_path.write_text(json.dumps(entries))
+        subprocess.run([str(self.bin), "prepare", str(json_path), "--output", str(prepared),
+                        "--allow-root", str(self.data)], check=True, capture_output=True)
         return json_path, prepared
 
     def replay_start(self, content):
@@ -608,10 +609,11 @@ http {{
                 ["replay", "--content", str(prepared), "--allow-root", str(self.data)],
                 f"buildproxy-replay-{n}")
             proxies = {"direct": None, "buildproxy": bp_url}
+            count = min(n, self.args.small_count)
             for s in proxies:
-                self.many(proxies[s], 1)
+                self.many(proxies[s], 1, count)
             lookup = self.rounds(f"W6 lookup {n}", list(proxies),
-                                 lambda s: self.many(proxies[s], 1))
+                                 lambda s: self.many(proxies[s], 1, count))
             rss = proc_status(bp.pid)
             self.stop(bp)
             out[str(n)] = {"start": start, "lookup": lookup, "proxy": {"buildproxy": rss}}
