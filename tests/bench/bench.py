@@ -691,8 +691,6 @@ def median_of(runs, key):
 
 
 def paired_ratio(runs, system, key, base="direct"):
-    if base not in runs:
-        base = next(iter(runs))
     return statistics.median(a[key] / b[key] for a, b in zip(runs[system], runs[base]))
 
 
@@ -749,33 +747,29 @@ def summarise(results):
         for kind in ("seq", "par"):
             add(f"W5 {kind} proxy mode", w["W5"][kind]["runs"], "req_s", "req/s",
                 w["W5"]["proxy"], "", per_req)
+    def against_floor(work, runs, key, unit, rss_key, target, measured):
+        """Rows of systems measured against the first one (the floor);
+        `target` goes on the system `measured`."""
+        floor = next(iter(runs))
+        for system in runs:
+            rows.append({"workload": work, "system": system, "unit": unit,
+                         "median": median_of(runs[system], key),
+                         "ratio": None if system == floor
+                         else paired_ratio(runs, system, key, floor),
+                         "vmhwm_kib": max((x.get(rss_key) or 0 for x in runs[system]),
+                                          default=None) if rss_key else None,
+                         "cpu": None, "target": target if system == measured else ""})
+
     if "W6" in w:
         for n, r in w["W6"].items():
-            start = r["start"]
-            for system in start:
-                rows.append({"workload": f"W6 start {n} entries", "system": system,
-                             "median": median_of(start[system], "ms"), "unit": "ms",
-                             "ratio": None if system.startswith("1 entry")
-                             else paired_ratio(start, system, "ms"),
-                             "vmhwm_kib": max(x["vmhwm_kib"] or 0 for x in start[system]),
-                             "cpu": None,
-                             "target": TARGETS.get(f"W6 start {n}", "")
-                             if system.startswith("prepared") else "",
-                             "floor": "1 entry"})
+            against_floor(f"W6 start {n} entries", r["start"], "ms", "ms", "vmhwm_kib",
+                          TARGETS.get(f"W6 start {n}", ""), f"prepared {n}")
             add(f"W6 lookup {n} entries", r["lookup"], "req_s", "req/s", r["proxy"],
                 TARGETS.get(f"W6 lookup {n}", ""))
     if "W7" in w:
         for n, r in w["W7"].items():
-            runs = r["runs"]
-            for system in runs:
-                rows.append({"workload": f"W7 Nix eval {n} entries", "system": system,
-                             "median": median_of(runs[system], "cpu_s"), "unit": "CPU-s",
-                             "ratio": None if system.startswith("fetchurls")
-                             else paired_ratio(runs, system, "cpu_s"),
-                             "vmhwm_kib": None, "cpu": None,
-                             "target": TARGETS.get(f"W7 {n}", "")
-                             if system == "mkBuildproxy" else "",
-                             "floor": "fetchurls"})
+            against_floor(f"W7 Nix eval {n} entries", r["runs"], "cpu_s", "CPU-s", None,
+                          TARGETS.get(f"W7 {n}", ""), "mkBuildproxy")
     return rows
 
 
