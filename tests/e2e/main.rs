@@ -14,3 +14,4 @@ mod proxy;
 mod quickstart;
 mod redirect;
 mod reliability;
+mod security;
