@@ -420,6 +420,38 @@ fn capture_creates_files_honouring_the_umask() {
     }
 }
 
+/// A connection whose receive window is tiny: a client that does not read
+/// stalls the sender after a few KiB, as a slow or hostile one does,
+/// instead of having the kernel buffer megabytes for it.
+fn connect_small_window(addr: &str) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr: std::net::SocketAddrV4 = addr.parse().unwrap();
+    // SAFETY: plain socket calls on a descriptor we create and hand to
+    // TcpStream, which then owns it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        let mut sa: libc::sockaddr_in = std::mem::zeroed();
+        sa.sin_family = libc::AF_INET as libc::sa_family_t;
+        sa.sin_port = addr.port().to_be();
+        sa.sin_addr.s_addr = u32::from_ne_bytes(addr.ip().octets());
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(
+            libc::connect(fd, (&sa as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
 /// Row 5: hundreds of clients ask for a large file and never read; a
 /// download started after them still completes, promptly, and a client
 /// that takes nothing is given up on after `--idle-timeout-secs`.
@@ -455,7 +487,7 @@ fn clients_that_never_read_do_not_starve_the_others() {
     let host = url.split('/').nth(2).unwrap();
     let mut stalled = Vec::new();
     for _ in 0..600 {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        let mut s = connect_small_window(&addr);
         write!(s, "GET {url} HTTP/1.1\r\nhost: {host}\r\n\r\n").unwrap();
         stalled.push(s);
     }
@@ -476,7 +508,7 @@ fn clients_that_never_read_do_not_starve_the_others() {
     eprintln!("peak with 600 stalled clients: {rss}");
     drop(stalled);
     // A stalled client is closed once it took nothing for the idle time.
-    let mut first = std::net::TcpStream::connect(&addr).unwrap();
+    let mut first = connect_small_window(&addr);
     let host = huge.split('/').nth(2).unwrap();
     write!(first, "GET {huge} HTTP/1.1\r\nhost: {host}\r\n\r\n").unwrap();
     first

@@ -46,7 +46,15 @@ pub struct ChannelBody {
 }
 
 pub fn channel(len: Option<u64>) -> (mpsc::Sender<io::Result<Bytes>>, ChannelBody) {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    channel_of(len, CHANNEL_DEPTH)
+}
+
+/// [`channel`] holding at most `depth` chunks.
+pub fn channel_of(
+    len: Option<u64>,
+    depth: usize,
+) -> (mpsc::Sender<io::Result<Bytes>>, ChannelBody) {
+    let (tx, rx) = mpsc::channel(depth);
     (tx, ChannelBody { rx, remaining: len })
 }
 

@@ -31,8 +31,13 @@ const CHUNK: usize = 256 << 10;
 /// Bodies at most this big (as read, whole file when verifying) are read
 /// at once on the runtime: a thread hand-off costs more than the read.
 const SMALL: u64 = 256 << 10;
-/// File reads in flight at once, across all clients.
-pub const READERS: usize = 16;
+/// File reads in flight at once, across all clients: a fraction of the
+/// blocking pool (512 threads), enough that a crowd's reads queue briefly.
+pub const READERS: usize = 64;
+/// Chunks read ahead of the client. A disk read is quick, so one suffices
+/// to keep the socket busy, and a client that stops reading holds little:
+/// this chunk, the one held back for the hash, the one being written.
+const DEPTH: usize = 1;
 
 static READS: Semaphore = Semaphore::const_new(READERS);
 
@@ -70,7 +75,7 @@ pub fn serve(
     if read_len <= SMALL {
         return small(opened, size, start, len).map_err(|e| e.to_string());
     }
-    let (tx, body) = body::channel(Some(len));
+    let (tx, body) = body::channel_of(Some(len), DEPTH);
     tokio::spawn(stream(opened, size, start, len, tx, report));
     Ok(body.boxed())
 }
