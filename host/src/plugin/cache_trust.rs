@@ -53,7 +53,9 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let sticky = m.mode() & libc::S_ISVTX != 0;
-        if !(m.uid() == 0 || m.uid() == me) || (m.mode() & 0o022 != 0 && !sticky) {
+        if !(m.uid() == 0 || m.uid() == me || m.uid() == overflow_uid())
+            || (m.mode() & 0o022 != 0 && !sticky)
+        {
             return Err(format!(
                 "the directory {} belongs to uid {} or is writable by others (mode {:o})",
                 path.display(),
@@ -63,6 +65,16 @@ pub fn check_dir(dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// How root shows inside a user namespace that does not map it (the Nix
+/// sandbox's `/`). A directory it owns is accepted: the artifact itself
+/// must still be root's or ours, which its owner cannot forge.
+fn overflow_uid() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/overflowuid")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65534)
 }
 
 #[cfg(test)]
