@@ -78,6 +78,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    // Every part is required and set once, at start (run/setup.rs).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         chain: Chain,
         catalog: Arc<Catalog>,
