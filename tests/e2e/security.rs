@@ -224,6 +224,16 @@ struct Captured {
     blobs: [std::path::PathBuf; 2],
 }
 
+/// Where `--store store` in `s` keeps the body of `url`.
+fn blob_of(s: &Scratch, ca: &TestCa, url: &str) -> std::path::PathBuf {
+    use sha2::Digest;
+    let hex: String = sha2::Sha256::digest(direct(ca, url))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    s.path("store/blobs/sha256").join(hex)
+}
+
 fn captured() -> Captured {
     let s = Scratch::new();
     let ca = TestCa::new(s.dir.path());
@@ -238,14 +248,7 @@ fn captured() -> Captured {
         .collect();
     let (code, err) = capture(s.dir.path(), &ca, &["--store", "store"], &script);
     assert_eq!(code, 0, "{err}");
-    let blobs = urls.clone().map(|u| {
-        use sha2::Digest;
-        let hex: String = sha2::Sha256::digest(direct(&ca, &u))
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        s.path("store/blobs/sha256").join(hex)
-    });
+    let blobs = urls.clone().map(|u| blob_of(&s, &ca, &u));
     Captured {
         s,
         ca,
@@ -353,14 +356,7 @@ fn a_blob_planted_before_capture_is_replaced_not_trusted() {
         up.https_url("/bytes/4000?planted"),
         up.https_url("/bytes/5000?linked"),
     ];
-    let blobs = urls.clone().map(|u| {
-        use sha2::Digest;
-        let hex: String = sha2::Sha256::digest(direct(&ca, &u))
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        s.path("store/blobs/sha256").join(hex)
-    });
+    let blobs = urls.clone().map(|u| blob_of(&s, &ca, &u));
     std::fs::create_dir_all(blobs[0].parent().unwrap()).unwrap();
     std::fs::write(&blobs[0], b"planted bytes").unwrap();
     std::fs::write(s.path("target"), b"something else").unwrap();
