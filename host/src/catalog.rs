@@ -36,12 +36,20 @@ pub struct Stats {
     pub completed: AtomicU64,
 }
 
+/// At most this many misses and errors are kept (and printed) one by one;
+/// past it they are only counted: a build that misses 10,000 URLs must not
+/// make the proxy grow or flood the log.
+pub const KEPT: usize = 1000;
+
 #[derive(Default)]
 pub struct Catalog {
     index: RwLock<Index>,
     blobs: RwLock<HashMap<String, BlobRef>>,
     misses: Mutex<BTreeSet<(String, String)>>,
     errors: Mutex<Vec<String>>,
+    /// Misses and errors past [`KEPT`]: counted, not kept.
+    pub misses_dropped: AtomicU64,
+    pub errors_dropped: AtomicU64,
     pub stats: Stats,
     /// Print one line per recorded entry (capture).
     pub announce: bool,
@@ -216,11 +224,16 @@ impl Catalog {
     }
 
     pub fn record_miss(&self, method: &str, url: &str) {
+        let mut misses = self.misses.lock().unwrap();
+        let key = (method.to_string(), url.to_string());
+        if misses.len() >= KEPT && !misses.contains(&key) {
+            if self.misses_dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("buildproxy: more than {KEPT} misses: the rest are counted, not printed");
+            }
+            return;
+        }
         eprintln!("buildproxy: MISS {method} {url}");
-        self.misses
-            .lock()
-            .unwrap()
-            .insert((method.to_string(), url.to_string()));
+        misses.insert(key);
     }
 
     pub fn misses(&self) -> Vec<(String, String)> {
@@ -230,7 +243,12 @@ impl Catalog {
     /// An exchange that failed (upstream error, plugin fault): for the summary.
     pub fn record_error(&self, what: String) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        self.errors.lock().unwrap().push(what);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() >= KEPT {
+            self.errors_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        errors.push(what);
     }
 
     pub fn errors(&self) -> Vec<String> {

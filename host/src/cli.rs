@@ -40,6 +40,16 @@ pub struct Common {
     /// Address to listen on. The default picks a free loopback port.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Allow --listen on an address other machines can reach. They are
+    /// refused unless they send the run's credentials (the proxy URL this
+    /// run exports); warns.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Refuse every request without the run's credentials, even from the
+    /// user who started buildproxy (by default that user's processes are
+    /// admitted without them: the JVM cannot send proxy credentials).
+    #[arg(long)]
+    pub require_secret: bool,
     /// Add a plugin (a WebAssembly component) to the chain, after the
     /// bundled ones; `=CONFIG` passes it a config string. Repeatable.
     #[arg(long = "plugin", value_name = "PATH.wasm[=CONFIG]")]

@@ -15,7 +15,11 @@ round, so a noisy neighbour hits both sides of a ratio alike:
 
 Workloads:
 
-- W1  one big file (1 GiB): throughput, proxy peak RSS (VmHWM).
+- W1  one big file (1 GiB): throughput, proxy peak RSS (VmHWM). Replay
+      serves read-only files of a Nix-store-like directory (trusted, as in
+      the sandbox) and, as `buildproxy --store`, the same bodies from a
+      `--store`, where each is hashed as it is served: the cost of
+      verification, in the same rounds.
 - W2  2,000 x 4 KiB: `seq` over one kept-alive connection (one curl with
       every URL: curl reuses the connection, checked with num_connects),
       `par` over 8 connections (8 such curls at once): requests/s.
@@ -160,6 +164,37 @@ class Bench:
             p = small / f"{i:05d}.bin"
             if not p.exists():
                 p.write_bytes(os.urandom(SMALL_SIZE))
+        # Like the Nix store (the sandbox case): read-only files, which
+        # replay trusts as it trusts /nix/store when NIX_STORE_DIR points
+        # here; `make_store` gives the same bodies as a `--store`, verified.
+        for p in [big, *small.iterdir()]:
+            p.chmod(0o444)
+
+    def make_store(self):
+        """A `capture --store` directory holding the same bodies (hard
+        links), so `replay --store` (which hashes every body it serves) runs
+        against the same bytes as the Nix-store case."""
+        import base64
+        import hashlib
+        self.store = self.work / "store"
+        blobs = self.store / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+        entries = []
+        files = [(self.small_url(i), self.data / "small" / f"{i:05d}.bin")
+                 for i in range(self.args.small_count)]
+        files.append((f"{self.base}/big.bin", self.data / "big.bin"))
+        for url, path in files:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            blob = blobs / h.hexdigest()
+            if not blob.exists():
+                os.link(path, blob)
+            entries.append({"url": url, "method": "GET", "status_code": 200, "headers": {},
+                            "file": f"blobs/sha256/{h.hexdigest()}",
+                            "hash": "sha256-" + base64.b64encode(h.digest()).decode()})
+        (self.store / "index.json").write_text(json.dumps(entries))
 
     def make_pki(self):
         """A CA made now (EC P-256, PKCS#8 key) and nginx's leaf signed by it.
@@ -292,7 +327,8 @@ http {{
         return ["--ca-cert", str(self.ca_cert), "--ca-key", str(self.ca_key), "--proxy-loopback"]
 
     def bp_env(self):
-        return clean_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache))
+        return clean_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache),
+                         NIX_STORE_DIR=str(self.data))
 
     def start_buildproxy(self, mode_args, name):
         """Starts buildproxy serving (no COMMAND): it prints `export` lines
@@ -310,6 +346,11 @@ http {{
         return self.start_buildproxy(
             ["replay", "--content", str(self.content), "--allow-root", str(self.data)],
             "buildproxy-replay")
+
+    def start_replay_store(self):
+        """Replay from `--store`: every body hashed as it is served."""
+        return self.start_buildproxy(["replay", "--store", str(self.store)],
+                                     "buildproxy-replay-store")
 
     def start_mitm(self):
         port = free_port()
@@ -394,15 +435,17 @@ http {{
 
     def w1(self):
         bp, bp_url = self.start_replay()
-        systems = ["direct", "buildproxy"]
-        proxies = {"direct": None, "buildproxy": bp_url}
+        st, st_url = self.start_replay_store()
+        systems = ["direct", "buildproxy", "buildproxy --store"]
+        proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
         if not self.args.no_mitm:
             mitm, mitm_url = self.start_mitm()
             systems.append("mitm")
             proxies["mitm"] = mitm_url
         runs = self.rounds("W1", systems, lambda s: self.big(proxies[s]))
-        rss = {"buildproxy": proc_status(bp.pid)}
+        rss = {"buildproxy": proc_status(bp.pid), "buildproxy --store": proc_status(st.pid)}
         self.stop(bp)
+        self.stop(st)
         if not self.args.no_mitm:
             rss["mitm"] = proc_status(mitm.pid)
             self.stop(mitm)
@@ -410,8 +453,9 @@ http {{
 
     def w2(self):
         bp, bp_url = self.start_replay()
-        systems = ["direct", "buildproxy"]
-        proxies = {"direct": None, "buildproxy": bp_url}
+        st, st_url = self.start_replay_store()
+        systems = ["direct", "buildproxy", "buildproxy --store"]
+        proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
         if not self.args.no_mitm:
             mitm, mitm_url = self.start_mitm()
             systems.append("mitm")
@@ -422,8 +466,10 @@ http {{
         for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
             out[kind] = {"runs": self.rounds(f"W2 {kind}", systems,
                                              lambda s: self.many(proxies[s], conns))}
-        out["proxy"] = {"buildproxy": proc_status(bp.pid)}
+        out["proxy"] = {"buildproxy": proc_status(bp.pid),
+                        "buildproxy --store": proc_status(st.pid)}
         self.stop(bp)
+        self.stop(st)
         if not self.args.no_mitm:
             out["proxy"]["mitm"] = proc_status(mitm.pid)
             self.stop(mitm)
@@ -846,6 +892,7 @@ def main():
         b.make_pki()
         b.start_nginx()
         b.write_content()
+        b.make_store()
         b.precompile()
         for w in args.only.split(","):
             w = w.strip().upper()

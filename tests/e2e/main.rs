@@ -16,4 +16,5 @@ mod proxy;
 mod quickstart;
 mod redirect;
 mod reliability;
+mod security;
 mod suite;

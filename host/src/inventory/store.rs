@@ -245,8 +245,9 @@ impl BlobWriter {
 
     /// Syncs the body and moves it to `blobs/sha256/<sha256_hex>`, which it
     /// returns. The caller hashed the stream as it arrived, so the body is
-    /// not read again; if the blob already exists (the same body seen
-    /// before) the temporary copy is just dropped.
+    /// not read again. A blob already under that name is replaced, not
+    /// trusted: it may have been planted in a shared store (other bytes, a
+    /// symlink), and these bytes are the ones just verified.
     pub fn finish(self, sha256_hex: &str) -> Result<PathBuf, InventoryError> {
         let hex = sha256_hex.to_ascii_lowercase();
         if !is_sha256_hex(&hex) {
@@ -260,12 +261,9 @@ impl BlobWriter {
             ));
         }
         let dest = self.blobs.join(&hex);
-        if fs::symlink_metadata(&dest).is_ok() {
-            return Ok(dest);
-        }
         let file = self.tmp.as_file();
         let tmp_path = self.tmp.path().to_owned();
-        file.set_permissions(fs::Permissions::from_mode(0o644))
+        file.set_permissions(fs::Permissions::from_mode(super::umask::file_mode()))
             .and_then(|()| file.sync_all())
             .map_err(|e| InventoryError::io(&tmp_path, "sync", e))?;
         self.tmp

@@ -5,6 +5,7 @@ pub mod capture;
 pub mod child;
 pub mod component;
 pub mod detach;
+pub mod lock;
 pub mod proxy;
 pub mod replay;
 pub mod setup;

@@ -3,6 +3,7 @@
 //! network, whatever a plugin asks.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 
@@ -33,6 +34,7 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
     let running = setup::start(&args.common, Mode::Replay, catalog.clone(), None, None).await?;
     let env = ClientEnv::prepare(
         running.addr,
+        &running.proxy_url(),
         running.ca.cert_pem(),
         &[],
         args.common.proxy_loopback,
@@ -62,6 +64,21 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
         ended.code()
     };
     setup::report(&running.proxy);
+    let errors = catalog.errors();
+    if !errors.is_empty() {
+        eprintln!(
+            "buildproxy: {} failed (a body that failed verification is never served whole):",
+            if errors.len() == 1 {
+                "1 response".to_string()
+            } else {
+                format!("{} responses", errors.len())
+            }
+        );
+        for e in &errors {
+            eprintln!("buildproxy:   {e}");
+        }
+        more(catalog.errors_dropped.load(Ordering::Relaxed));
+    }
     let misses = catalog.misses();
     if !misses.is_empty() {
         eprintln!(
@@ -75,6 +92,7 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
         for (method, url) in &misses {
             eprintln!("buildproxy:   {method} {url}");
         }
+        more(catalog.misses_dropped.load(Ordering::Relaxed));
         eprintln!(
             "buildproxy: re-run the capture (buildproxy capture -- <build>) so it records them, \
              or make the build not need them."
@@ -84,5 +102,16 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
             return Ok(1);
         }
     }
+    if args.strict && code == 0 && !errors.is_empty() {
+        eprintln!("buildproxy: --strict: failing because of the errors above");
+        return Ok(1);
+    }
     Ok(code)
+}
+
+/// The count of what was not kept one by one (`catalog::KEPT`).
+fn more(dropped: u64) {
+    if dropped > 0 {
+        eprintln!("buildproxy:   … and {dropped} more (only the first ones are kept)");
+    }
 }
