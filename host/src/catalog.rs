@@ -12,6 +12,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::inventory::index::{Index, Insert};
 use crate::inventory::journal::Journal;
+use crate::inventory::prepared::Prepared;
 use crate::inventory::{Body, Entry};
 use crate::plugin::bindings as wit;
 
@@ -54,6 +55,9 @@ pub struct Catalog {
     pub announce: bool,
     /// Where each recorded entry is made durable at once (capture).
     journal: Mutex<Option<Journal>>,
+    /// Replay's content when prepared: looked up per request, never loaded
+    /// whole (see inventory::prepared).
+    prepared: Option<Prepared>,
 }
 
 impl Catalog {
@@ -72,6 +76,14 @@ impl Catalog {
         catalog
     }
 
+    /// A catalog answering from a prepared content index.
+    pub fn from_prepared(prepared: Prepared) -> Self {
+        Self {
+            prepared: Some(prepared),
+            ..Self::default()
+        }
+    }
+
     /// An empty catalog for capture: it prints one line per recorded entry
     /// and appends it to the journal.
     pub fn for_capture(journal: Option<Journal>) -> Self {
@@ -88,7 +100,7 @@ impl Catalog {
     }
 
     pub fn len(&self) -> usize {
-        self.index.read().unwrap().len()
+        self.index.read().unwrap().len() + self.prepared.as_ref().map_or(0, Prepared::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,22 +132,34 @@ impl Catalog {
 
     pub fn get(&self, method: &str, url: &str) -> Option<wit::Entry> {
         let index = self.index.read().unwrap();
-        let e = index.get(method, url)?;
-        Some(wit::Entry {
-            method: e.method.clone(),
-            url: e.url.clone(),
-            fetch_url: e.fetch_url.clone(),
-            status: e.status,
-            headers: e
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: e.body.as_ref().map(|b| wit::Blob {
-                id: blob_id(b),
-                size: b.size.unwrap_or(0),
-            }),
-        })
+        match index.get(method, url) {
+            Some(e) => Some(to_wit(e)),
+            None => self.get_prepared(method, url),
+        }
+    }
+
+    /// A prepared entry, its body made nameable as loading would have; a
+    /// damaged record or a body that changed is this request's error (the
+    /// message names the file, the entry and the fix).
+    fn get_prepared(&self, method: &str, url: &str) -> Option<wit::Entry> {
+        match self.prepared.as_ref()?.get(method, url) {
+            Ok(Some(e)) => {
+                if let Some(body) = &e.body {
+                    self.blobs
+                        .write()
+                        .unwrap()
+                        .entry(blob_id(body))
+                        .or_insert_with(|| blob_ref(body));
+                }
+                Some(to_wit(&e))
+            }
+            Ok(None) => None,
+            Err(err) => {
+                eprintln!("buildproxy: error: {err}");
+                self.record_error(err.to_string());
+                None
+            }
+        }
     }
 
     pub fn put(&self, e: wit::Entry) -> Result<wit::PutOutcome, String> {
@@ -233,6 +257,24 @@ impl Catalog {
 
     pub fn entries(&self) -> Vec<Entry> {
         self.index.read().unwrap().entries_sorted()
+    }
+}
+
+fn to_wit(e: &Entry) -> wit::Entry {
+    wit::Entry {
+        method: e.method.clone(),
+        url: e.url.clone(),
+        fetch_url: e.fetch_url.clone(),
+        status: e.status,
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        body: e.body.as_ref().map(|b| wit::Blob {
+            id: blob_id(b),
+            size: b.size.unwrap_or(0),
+        }),
     }
 }
 

@@ -24,6 +24,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// A plain intercepting proxy: plugins run, nothing is recorded or replayed.
     Proxy(ProxyArgs),
+    /// Check a content JSON (what Nix builds from a proxy_content.nix) and
+    /// write it prepared for replay, which then starts in constant time.
+    Prepare(PrepareArgs),
     /// List the bundled plugins, or precompile them into a directory.
     Plugins(PluginsArgs),
     /// Turn a plugin's core wasm module (what `cargo build --target
@@ -138,7 +141,8 @@ pub struct CaptureArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub common: Common,
-    /// The JSON Nix builds from a proxy_content.nix (`mkContent`).
+    /// The JSON Nix builds from a proxy_content.nix (`mkContent`), or the
+    /// file `buildproxy prepare` makes from it (`prepareContent`).
     #[arg(long, required_unless_present = "store", conflicts_with = "store")]
     pub content: Option<PathBuf>,
     /// A directory written by `capture --store`.
@@ -173,6 +177,19 @@ pub struct ProxyArgs {
     /// The command to run; with none, serve until interrupted.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// The content JSON (`mkContent`'s output).
+    #[arg(value_name = "CONTENT.json")]
+    pub content: PathBuf,
+    /// The prepared file to write (`replay --content` reads it).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Besides /nix/store, directories the content's files may point into.
+    #[arg(long = "allow-root", value_name = "DIR")]
+    pub allow_roots: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

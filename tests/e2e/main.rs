@@ -11,6 +11,7 @@ mod environment;
 mod load;
 mod nix;
 mod patch;
+mod prepared;
 mod proxy;
 mod quickstart;
 mod redirect;

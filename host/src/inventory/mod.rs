@@ -19,6 +19,7 @@ pub mod index;
 pub mod journal;
 pub mod names;
 pub mod nix;
+pub mod prepared;
 #[cfg(test)]
 mod props;
 pub mod store;
@@ -104,6 +105,14 @@ pub enum InventoryError {
         second: usize,
         method: String,
         url: String,
+    },
+
+    /// A prepared content index (see [`prepared`]) cannot be used as a whole.
+    #[error("{}: {problem}; {fix}", .path.display())]
+    Prepared {
+        path: PathBuf,
+        problem: String,
+        fix: &'static str,
     },
 
     /// An entry cannot be written as a `fetchurl` call.

@@ -7,6 +7,9 @@
 //! DIR/blobs/sha256/<hex>   one file per distinct body, named by its sha256
 //! DIR/index.json           the entries, in content.rs's JSON schema, with
 //!                          `file` = "blobs/sha256/<hex>" and `hash` always set
+//! DIR/index.prepared       the same entries prepared for replay (see
+//!                          prepared.rs); replay uses it unless index.json
+//!                          is newer (edited by hand)
 //! DIR/tmp/                 bodies still being written
 //! ```
 //!
@@ -18,6 +21,7 @@
 //! `tmp/`; nothing reads them, and they are safe to delete.
 
 use super::content::{self, FileProblem, RawEntry};
+use super::prepared::{self, Prepared};
 use super::{Entry, InventoryError, io_hint, nix, sync_dir, write_atomic_bytes};
 use std::fs;
 use std::io::{self, Write};
@@ -28,6 +32,7 @@ use tempfile::NamedTempFile;
 const BLOBS: &str = "blobs/sha256";
 const TMP: &str = "tmp";
 const INDEX: &str = "index.json";
+const PREPARED: &str = "index.prepared";
 
 /// An opened store directory.
 #[derive(Debug, Clone)]
@@ -110,11 +115,33 @@ impl Store {
                 name: e.name.clone(),
             });
         }
-        content::to_entries(&path, raws.clone(), |file, hash| self.resolve(file, hash))?;
+        let checked =
+            content::to_entries(&path, raws.clone(), |file, hash| self.resolve(file, hash))?;
         let mut json = serde_json::to_vec_pretty(&raws)
             .map_err(|e| InventoryError::io(&path, "serialise", io::Error::other(e)))?;
         json.push(b'\n');
-        write_atomic_bytes(&path, &json)
+        write_atomic_bytes(&path, &json)?;
+        // After index.json, so that it is never newer than a prepared file
+        // made from it (see `open_prepared`).
+        let prepared_path = self.dir.join(PREPARED);
+        let mut bytes = Vec::new();
+        prepared::write(&mut bytes, &checked, Some(&self.dir))
+            .map_err(|e| InventoryError::io(&prepared_path, "serialise", e))?;
+        write_atomic_bytes(&prepared_path, &bytes)
+    }
+
+    /// The store's prepared index, for replay to open in constant time;
+    /// `None` when there is none or `index.json` was changed after it was
+    /// written (then [`Store::load`] reads `index.json`).
+    pub fn open_prepared(dir: impl AsRef<Path>) -> Result<Option<Prepared>, InventoryError> {
+        let dir = dir.as_ref();
+        let dir = fs::canonicalize(dir).map_err(|e| InventoryError::io(dir, "open store", e))?;
+        let (json, path) = (dir.join(INDEX), dir.join(PREPARED));
+        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        match (modified(&json), modified(&path)) {
+            (Some(j), Some(p)) if p >= j => Prepared::open(&path, Some(&dir), &[]).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Reads a store's index, with each body's `file` made absolute under

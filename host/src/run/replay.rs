@@ -12,6 +12,7 @@ use super::{detach, setup};
 use crate::catalog::Catalog;
 use crate::cli::ReplayArgs;
 use crate::env::ClientEnv;
+use crate::inventory::prepared::{self, Prepared};
 use crate::inventory::{content, store::Store};
 use crate::plugin::bindings::Mode;
 
@@ -19,12 +20,17 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
     if args.detach {
         return detach::launch();
     }
-    let entries = match (&args.content, &args.store) {
-        (Some(file), _) => content::load(file, &args.allow_roots)?,
-        (None, Some(dir)) => Store::load(dir)?,
+    let catalog = Arc::new(match (&args.content, &args.store) {
+        (Some(file), _) if prepared::is_prepared(file) => {
+            Catalog::from_prepared(Prepared::open(file, None, &args.allow_roots)?)
+        }
+        (Some(file), _) => Catalog::from_entries(content::load(file, &args.allow_roots)?),
+        (None, Some(dir)) => match Store::open_prepared(dir)? {
+            Some(prepared) => Catalog::from_prepared(prepared),
+            None => Catalog::from_entries(Store::load(dir)?),
+        },
         (None, None) => unreachable!("clap requires --content or --store"),
-    };
-    let catalog = Arc::new(Catalog::from_entries(entries));
+    });
     let running = setup::start(&args.common, Mode::Replay, catalog.clone(), None, None).await?;
     let env = ClientEnv::prepare(
         running.addr,
