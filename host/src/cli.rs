@@ -30,6 +30,10 @@ pub enum Command {
     /// wasm32-unknown-unknown` makes) into a component `--plugin` loads, and
     /// check that it fits this buildproxy's interface.
     Component(ComponentArgs),
+    /// Say, entry by entry, what will go wrong with a proxy_content.nix
+    /// (buildproxy's or nix-buildproxy's), a content JSON or a store, and
+    /// how to fix it. Exits 0 when it is sound, 1 when it has errors.
+    Check(CheckArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -182,3 +186,14 @@ pub struct ComponentArgs {
     #[arg(value_name = "OUT.wasm")]
     pub output: PathBuf,
 }
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// A proxy_content.nix, a content JSON (`*.json`), or a store directory.
+    #[arg(value_name = "FILE", required_unless_present = "store")]
+    pub file: Option<PathBuf>,
+    /// A directory written by `capture --store` (its bodies are hashed).
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    pub store: Option<PathBuf>,
+}
+

@@ -6,7 +6,9 @@
 mod support;
 
 mod capture_replay;
+mod check;
 mod clients;
+mod go;
 mod load;
 mod nix;
 mod patch;

@@ -2,6 +2,7 @@
 //! a shell) in the client environment, and reports at the end.
 
 pub mod capture;
+pub mod check;
 pub mod child;
 pub mod component;
 pub mod detach;
