@@ -34,6 +34,11 @@ pub enum Command {
     /// (buildproxy's or nix-buildproxy's), a content JSON or a store, and
     /// how to fix it. Exits 0 when it is sound, 1 when it has errors.
     Check(CheckArgs),
+    /// Fetch one commit (or annotated tag) of a git repository over smart
+    /// HTTP and write the objects it needs in buildproxy's canonical form,
+    /// whose hash depends only on the object IDs: the fixed-output fetcher
+    /// of a captured git dependency.
+    GitFetch(GitFetchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -197,3 +202,18 @@ pub struct CheckArgs {
     pub store: Option<PathBuf>,
 }
 
+#[derive(Args, Debug)]
+pub struct GitFetchArgs {
+    /// The repository's URL, as given to `git clone`.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// The full ID of the commit or annotated tag.
+    #[arg(value_name = "REV")]
+    pub rev: String,
+    /// The file to write.
+    #[arg(long, short)]
+    pub output: std::path::PathBuf,
+    /// Trust this CA for the server too (PEM). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
+}

@@ -8,6 +8,7 @@ mod support;
 mod capture_replay;
 mod check;
 mod clients;
+mod git;
 mod go;
 mod load;
 mod nix;

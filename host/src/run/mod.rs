@@ -6,6 +6,7 @@ pub mod check;
 pub mod child;
 pub mod component;
 pub mod detach;
+pub mod git_fetch;
 pub mod proxy;
 pub mod replay;
 pub mod setup;
