@@ -12,6 +12,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::inventory::index::{Index, Insert};
 use crate::inventory::journal::Journal;
+use crate::inventory::prepared::Prepared;
 use crate::inventory::{Body, Entry};
 use crate::plugin::bindings as wit;
 
@@ -35,17 +36,28 @@ pub struct Stats {
     pub completed: AtomicU64,
 }
 
+/// At most this many misses and errors are kept (and printed) one by one;
+/// past it they are only counted: a build that misses 10,000 URLs must not
+/// make the proxy grow or flood the log.
+pub const KEPT: usize = 1000;
+
 #[derive(Default)]
 pub struct Catalog {
     index: RwLock<Index>,
     blobs: RwLock<HashMap<String, BlobRef>>,
     misses: Mutex<BTreeSet<(String, String)>>,
     errors: Mutex<Vec<String>>,
+    /// Misses and errors past [`KEPT`]: counted, not kept.
+    pub misses_dropped: AtomicU64,
+    pub errors_dropped: AtomicU64,
     pub stats: Stats,
     /// Print one line per recorded entry (capture).
     pub announce: bool,
     /// Where each recorded entry is made durable at once (capture).
     journal: Mutex<Option<Journal>>,
+    /// Replay's content when prepared: looked up per request, never loaded
+    /// whole (see inventory::prepared).
+    prepared: Option<Prepared>,
 }
 
 impl Catalog {
@@ -64,6 +76,14 @@ impl Catalog {
         catalog
     }
 
+    /// A catalog answering from a prepared content index.
+    pub fn from_prepared(prepared: Prepared) -> Self {
+        Self {
+            prepared: Some(prepared),
+            ..Self::default()
+        }
+    }
+
     /// An empty catalog for capture: it prints one line per recorded entry
     /// and appends it to the journal.
     pub fn for_capture(journal: Option<Journal>) -> Self {
@@ -80,7 +100,7 @@ impl Catalog {
     }
 
     pub fn len(&self) -> usize {
-        self.index.read().unwrap().len()
+        self.index.read().unwrap().len() + self.prepared.as_ref().map_or(0, Prepared::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -112,22 +132,34 @@ impl Catalog {
 
     pub fn get(&self, method: &str, url: &str) -> Option<wit::Entry> {
         let index = self.index.read().unwrap();
-        let e = index.get(method, url)?;
-        Some(wit::Entry {
-            method: e.method.clone(),
-            url: e.url.clone(),
-            fetch_url: e.fetch_url.clone(),
-            status: e.status,
-            headers: e
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: e.body.as_ref().map(|b| wit::Blob {
-                id: blob_id(b),
-                size: b.size.unwrap_or(0),
-            }),
-        })
+        match index.get(method, url) {
+            Some(e) => Some(to_wit(e)),
+            None => self.get_prepared(method, url),
+        }
+    }
+
+    /// A prepared entry, its body made nameable as loading would have; a
+    /// damaged record or a body that changed is this request's error (the
+    /// message names the file, the entry and the fix).
+    fn get_prepared(&self, method: &str, url: &str) -> Option<wit::Entry> {
+        match self.prepared.as_ref()?.get(method, url) {
+            Ok(Some(e)) => {
+                if let Some(body) = &e.body {
+                    self.blobs
+                        .write()
+                        .unwrap()
+                        .entry(blob_id(body))
+                        .or_insert_with(|| blob_ref(body));
+                }
+                Some(to_wit(&e))
+            }
+            Ok(None) => None,
+            Err(err) => {
+                eprintln!("buildproxy: error: {err}");
+                self.record_error(err.to_string());
+                None
+            }
+        }
     }
 
     pub fn put(&self, e: wit::Entry) -> Result<wit::PutOutcome, String> {
@@ -192,11 +224,16 @@ impl Catalog {
     }
 
     pub fn record_miss(&self, method: &str, url: &str) {
+        let mut misses = self.misses.lock().unwrap();
+        let key = (method.to_string(), url.to_string());
+        if misses.len() >= KEPT && !misses.contains(&key) {
+            if self.misses_dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("buildproxy: more than {KEPT} misses: the rest are counted, not printed");
+            }
+            return;
+        }
         eprintln!("buildproxy: MISS {method} {url}");
-        self.misses
-            .lock()
-            .unwrap()
-            .insert((method.to_string(), url.to_string()));
+        misses.insert(key);
     }
 
     pub fn misses(&self) -> Vec<(String, String)> {
@@ -206,7 +243,12 @@ impl Catalog {
     /// An exchange that failed (upstream error, plugin fault): for the summary.
     pub fn record_error(&self, what: String) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        self.errors.lock().unwrap().push(what);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() >= KEPT {
+            self.errors_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        errors.push(what);
     }
 
     pub fn errors(&self) -> Vec<String> {
@@ -215,6 +257,24 @@ impl Catalog {
 
     pub fn entries(&self) -> Vec<Entry> {
         self.index.read().unwrap().entries_sorted()
+    }
+}
+
+fn to_wit(e: &Entry) -> wit::Entry {
+    wit::Entry {
+        method: e.method.clone(),
+        url: e.url.clone(),
+        fetch_url: e.fetch_url.clone(),
+        status: e.status,
+        headers: e
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        body: e.body.as_ref().map(|b| wit::Blob {
+            id: blob_id(b),
+            size: b.size.unwrap_or(0),
+        }),
     }
 }
 

@@ -108,7 +108,7 @@ fn go_build_fetches_modules_from_a_module_proxy_through_capture_and_offline_repl
     };
 
     let capture = format!(
-        "exec {BIN} capture --store store --upstream-ca {} -- sh -c {}",
+        "exec {BIN} capture --require-secret --store store --upstream-ca {} -- sh -c {}",
         quote(ca.pem_path.to_str().unwrap()),
         quote(&go("capture"))
     );
@@ -143,7 +143,7 @@ fn go_build_fetches_modules_from_a_module_proxy_through_capture_and_offline_repl
 
     let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
     let replay = format!(
-        "exec {BIN} replay --store store --strict -- sh -c {}",
+        "exec {BIN} replay --require-secret --store store --strict -- sh -c {}",
         quote(&go("replay"))
     );
     let (code, err) = in_namespace(dir, true, &replay);
