@@ -117,8 +117,11 @@ pub fn check(subjects: &[Subject]) -> Vec<Finding> {
     out
 }
 
-const GIT_FIX: &str = "delete the git entries and capture the build again with this buildproxy, \
-                       or fetch the repository with Nix's fetchgit";
+/// Capturing again does not help yet: replay cannot answer smart-HTTP git
+/// (see ARCHITECTURE.md, "git over smart HTTP").
+const GIT_FIX: &str = "delete the git entries (`…/info/refs?service=git-upload-pack` and \
+                       `…/git-upload-pack`) and give the build the repository another way: \
+                       Nix's fetchgit (with CMake, `FETCHCONTENT_SOURCE_DIR_<NAME>`)";
 
 /// A request whose recording can never be served: Nix's `fetchurl` only
 /// GETs, and the server generated the answer for that one request body.
