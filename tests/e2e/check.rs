@@ -115,9 +115,15 @@ fn check_says_a_nix_buildproxy_file_and_a_fresh_capture_are_sound() {
         out.ends_with("5 entries, 0 errors, 0 warnings: sound\n"),
         "{out}"
     );
-    let (code, out) = check(&[&s.path("store")]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("5 entries, 0 errors"), "{out}");
+    for args in [
+        vec![s.path("store")],
+        vec!["--store".into(), s.path("store")],
+    ] {
+        let args: Vec<&Path> = args.iter().map(|p| p.as_path()).collect();
+        let (code, out) = check(&args);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("index.json: 5 entries, 0 errors"), "{out}");
+    }
 
     // A blob changed behind the store's back is found: replay would serve it.
     let blobs = s.path("store/blobs/sha256");
