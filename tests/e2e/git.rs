@@ -10,7 +10,7 @@ use buildproxy::git::objects;
 use crate::support::*;
 
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+    let out = tool("git")
         .current_dir(dir)
         .args(args)
         .env("GIT_CONFIG_NOSYSTEM", "1")

@@ -7,7 +7,6 @@
 //! 127.0.0.1. The client is the real `go` (Debian's golang-go).
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::support::*;
 
@@ -40,7 +39,7 @@ for (mod, ver), files in mods.items():
         for name, text in sorted(files.items()):
             z.writestr(f"{mod}@{ver}/{name}", text)
 "#;
-    let st = Command::new("python3")
+    let st = tool("python3")
         .args(["-c", script])
         .arg(root)
         .status()
@@ -63,12 +62,12 @@ fn in_namespace(dir: &Path, offline: bool, inner: &str) -> (i32, String) {
         if offline { "ip link set lo up && " } else { "" },
         quote(hosts.to_str().unwrap())
     );
-    let out = Command::new("unshare")
+    let out = tool("unshare")
         .current_dir(dir)
         .arg(if offline { "-rmn" } else { "-rm" })
         .args(["sh", "-c", &setup])
         .output()
-        .expect("unshare (util-linux) is installed");
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -77,6 +76,9 @@ fn in_namespace(dir: &Path, offline: bool, inner: &str) -> (i32, String) {
 
 #[test]
 fn go_build_fetches_modules_from_a_module_proxy_through_capture_and_offline_replay() {
+    for program in ["go", "mount"] {
+        assert!(installed(program), "{}", missing_tool(program));
+    }
     let s = Scratch::new();
     let dir = s.dir.path();
     let ca = TestCa::for_names(dir, &["goproxy.test"]);
