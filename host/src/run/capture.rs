@@ -14,6 +14,7 @@ use super::setup;
 use crate::catalog::{Catalog, human_size};
 use crate::cli::CaptureArgs;
 use crate::env::ClientEnv;
+use crate::inventory::index::{Index, Insert, normalize_url};
 use crate::inventory::store::Store;
 use crate::inventory::{Entry, journal, nix};
 use crate::plugin::bindings::Mode;
@@ -44,7 +45,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
                 recovered.len(),
                 journal_path.display()
             );
-            merge(previous, recovered).0
+            merge(previous, recovered).entries
         }
         _ => previous,
     };
@@ -100,9 +101,20 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     }
 
     let captured = catalog.entries();
-    let (entries, changed) = merge(previous, captured);
+    let Merged {
+        entries,
+        changed,
+        conflicting,
+    } = merge(previous, captured);
     for url in &changed {
         eprintln!("buildproxy: changed since the last capture: {url}");
+    }
+    for url in &conflicting {
+        eprintln!(
+            "buildproxy: warning: {} records {url} more than once with different answers; \
+             keeping the first, as capture does (`buildproxy check` lists them)",
+            args.output.display()
+        );
     }
     if let Err(e) = nix::write_atomic(&args.output, &entries) {
         // The old file is intact; what this run recorded must not be lost
@@ -143,7 +155,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         human_size(Some(s.added_bytes.load(Ordering::Relaxed))),
         count(errors.len(), "error", "errors"),
         skipped,
-        s.conflicts.load(Ordering::Relaxed),
+        s.conflicts.load(Ordering::Relaxed) + conflicting.len() as u64,
     );
     for e in errors {
         eprintln!("buildproxy:   error: {e}");
@@ -165,12 +177,31 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     Ok(ended.code())
 }
 
+/// The result of [`merge`].
+struct Merged {
+    entries: Vec<Entry>,
+    /// URLs this run recorded with another status or hash than before.
+    changed: Vec<String>,
+    /// URLs the previous file records twice with different answers.
+    conflicting: Vec<String>,
+}
+
 /// The previous entries, updated by this run's: new URLs are added, a URL
 /// whose recorded status or hash changed takes the new entry and is
-/// reported.
-fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> (Vec<Entry>, Vec<String>) {
-    let key = |e: &Entry| (e.url.clone(), e.method.clone());
-    let mut all: BTreeMap<_, Entry> = previous.into_iter().map(|e| (key(&e), e)).collect();
+/// reported. Within the previous file, a request recorded twice keeps its
+/// first recording, as capture keeps the first answer it saw (the same
+/// [`Index`] rule), and differing duplicates are reported.
+fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> Merged {
+    let mut old = Index::new();
+    let mut conflicting = Vec::new();
+    for e in previous {
+        let url = e.url.clone();
+        if let Insert::Conflict { .. } = old.insert(e) {
+            conflicting.push(url);
+        }
+    }
+    let key = |e: &Entry| (normalize_url(&e.url), e.method.to_ascii_uppercase());
+    let mut all: BTreeMap<_, Entry> = old.iter().map(|e| (key(e), e.clone())).collect();
     let mut changed = Vec::new();
     for e in captured {
         if let Some(old) = all.get(&key(&e)) {
@@ -181,7 +212,11 @@ fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> (Vec<Entry>, Vec<String>
         }
         all.insert(key(&e), e);
     }
-    (all.into_values().collect(), changed)
+    Merged {
+        entries: all.into_values().collect(),
+        changed,
+        conflicting,
+    }
 }
 
 /// "1 entry", "2 entries": the summary is read by people.
