@@ -14,8 +14,19 @@ use super::objects::{closure, decode, encode};
 use super::pack::read_pack;
 use super::upload_pack::{Ref, Repository};
 
+/// The real git; a missing one is one line naming its package.
+fn git_command() -> Command {
+    let found = Command::new("git").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "this test needs `git`, which is not installed: apt-get install git \
+         (tests/run.sh installs everything the tests need)"
+    );
+    Command::new("git")
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
+    let out = git_command()
         .current_dir(dir)
         .args(args)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -34,7 +45,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
 
 /// (status, stderr) of a git command that may fail.
 fn git_status(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("git")
+    let out = git_command()
         .current_dir(dir)
         .args(args)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -76,7 +87,7 @@ fn upstream(dir: &Path) -> std::path::PathBuf {
 
 /// Every object of a repository, as `git cat-file` prints them.
 fn all_objects(repo: &Path) -> HashMap<ObjectId, Object> {
-    let out = Command::new("git")
+    let out = git_command()
         .current_dir(repo)
         .args(["cat-file", "--batch-all-objects", "--batch"])
         .output()
@@ -228,7 +239,7 @@ fn the_canonical_form_is_the_same_whatever_pack_git_sends() {
     let up = upstream(dir.path());
     let head = ObjectId::from_hex(git(&up, &["rev-parse", "HEAD"]).trim()).unwrap();
     let pack = |extra: &[&str]| {
-        let mut child = Command::new("git")
+        let mut child = git_command()
             .current_dir(&up)
             .args(extra)
             .args(["pack-objects", "--stdout", "--revs"])
@@ -425,7 +436,7 @@ fn http_backend(
     v2: bool,
     body: &[u8],
 ) -> Vec<u8> {
-    let mut child = Command::new("git")
+    let mut child = git_command()
         .arg("http-backend")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
