@@ -41,6 +41,8 @@ pub struct Catalog {
     blobs: RwLock<HashMap<String, BlobRef>>,
     misses: Mutex<BTreeSet<(String, String)>>,
     errors: Mutex<Vec<String>>,
+    /// Transfers the client stopped reading: (method, URL, why).
+    abandoned: Mutex<Vec<(String, String, String)>>,
     pub stats: Stats,
     /// Print one line per recorded entry (capture).
     pub announce: bool,
@@ -112,22 +114,13 @@ impl Catalog {
 
     pub fn get(&self, method: &str, url: &str) -> Option<wit::Entry> {
         let index = self.index.read().unwrap();
-        let e = index.get(method, url)?;
-        Some(wit::Entry {
-            method: e.method.clone(),
-            url: e.url.clone(),
-            fetch_url: e.fetch_url.clone(),
-            status: e.status,
-            headers: e
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: e.body.as_ref().map(|b| wit::Blob {
-                id: blob_id(b),
-                size: b.size.unwrap_or(0),
-            }),
-        })
+        index.get(method, url).map(to_wit)
+    }
+
+    /// Every representation of `method url` (content negotiation).
+    pub fn representations(&self, method: &str, url: &str) -> Vec<wit::Entry> {
+        let index = self.index.read().unwrap();
+        index.representations(method, url).map(to_wit).collect()
     }
 
     pub fn put(&self, e: wit::Entry) -> Result<wit::PutOutcome, String> {
@@ -156,9 +149,15 @@ impl Catalog {
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
+            request_headers: e
+                .request_headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
             body,
         };
         let (status, url) = (entry.status, entry.url.clone());
+        let selected = selected_by(&entry.request_headers);
         let journaled = self
             .journal
             .lock()
@@ -176,7 +175,10 @@ impl Catalog {
                     .added_bytes
                     .fetch_add(size.unwrap_or(0), Ordering::Relaxed);
                 if self.announce {
-                    eprintln!("buildproxy: {status} {:>10} {url}", human_size(size));
+                    eprintln!(
+                        "buildproxy: {status} {:>10} {url}{selected}",
+                        human_size(size)
+                    );
                 }
                 wit::PutOutcome::Added
             }
@@ -213,9 +215,69 @@ impl Catalog {
         self.errors.lock().unwrap().clone()
     }
 
+    /// A body the client stopped reading (its own choice: uv reads a
+    /// wheel's metadata from the start of a body and hangs up).
+    pub fn record_abandoned(&self, method: &str, url: &str, why: &str) {
+        self.abandoned
+            .lock()
+            .unwrap()
+            .push((method.into(), url.into(), why.into()));
+    }
+
+    /// The abandoned transfers no other request of the run completed: the
+    /// body was never recorded, so replay will miss it. Each once.
+    pub fn abandoned_unrecorded(&self) -> Vec<String> {
+        let index = self.index.read().unwrap();
+        let mut seen = BTreeSet::new();
+        self.abandoned
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, u, _)| index.get(m, u).is_none() && seen.insert((m.clone(), u.clone())))
+            .map(|(m, u, why)| {
+                format!(
+                    "{m} {u}: {why}, and no request of this run downloaded it whole, so it is \
+                     not recorded and replay will miss it; if the build needs it, make it \
+                     download the whole file"
+                )
+            })
+            .collect()
+    }
+
     pub fn entries(&self) -> Vec<Entry> {
         self.index.read().unwrap().entries_sorted()
     }
+}
+
+/// An entry as plugins see it.
+fn to_wit(e: &Entry) -> wit::Entry {
+    let pairs = |m: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    wit::Entry {
+        method: e.method.clone(),
+        url: e.url.clone(),
+        fetch_url: e.fetch_url.clone(),
+        status: e.status,
+        headers: pairs(&e.headers),
+        request_headers: pairs(&e.request_headers),
+        body: e.body.as_ref().map(|b| wit::Blob {
+            id: blob_id(b),
+            size: b.size.unwrap_or(0),
+        }),
+    }
+}
+
+/// ` (accept: …)` after a recorded URL whose representation was negotiated.
+pub fn selected_by(request_headers: &std::collections::BTreeMap<String, String>) -> String {
+    if request_headers.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = request_headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    format!(" ({})", pairs.join("; "))
 }
 
 fn blob_id(body: &Body) -> String {

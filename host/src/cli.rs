@@ -116,6 +116,13 @@ pub struct CaptureArgs {
     /// it starts.
     #[arg(long, conflicts_with = "command")]
     pub recover: bool,
+    /// After the command, download every recorded body again the way Nix's
+    /// fetchurl will (no Accept-Encoding, the entry's recorded request
+    /// headers, redirects followed) and report each entry whose bytes
+    /// differ, with the fix; the run then fails (exit 1 if the command
+    /// succeeded).
+    #[arg(long)]
+    pub verify: bool,
     /// Trust this CA for upstream servers too (PEM). Repeatable.
     #[arg(long = "upstream-ca", value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,

@@ -13,4 +13,5 @@ mod patch;
 mod proxy;
 mod quickstart;
 mod redirect;
+mod registries;
 mod reliability;

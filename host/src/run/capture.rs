@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::child::{self, Ended};
-use super::setup;
+use super::{setup, verify};
 use crate::catalog::{Catalog, human_size};
 use crate::cli::CaptureArgs;
 use crate::env::ClientEnv;
 use crate::inventory::store::Store;
-use crate::inventory::{Entry, journal, nix};
+use crate::inventory::{Entry, index, journal, nix};
 use crate::plugin::bindings::Mode;
 use crate::proxy::upstream_client;
 use crate::tls::upstream;
@@ -40,7 +40,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
                 recovered.len(),
                 journal_path.display()
             );
-            merge(previous, recovered).0
+            merge(previous, recovered).entries
         }
         _ => previous,
     };
@@ -62,6 +62,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     let (roots, root_certs) = upstream::roots(&args.upstream_ca)?;
     let timeouts = setup::timeouts(&args.common)?;
     let client = upstream_client(upstream::client_config(roots), &timeouts);
+    let verifier = args.verify.then(|| client.clone());
     let catalog = Arc::new(Catalog::for_capture(Some(journal)));
     let running = setup::start(
         &args.common,
@@ -94,8 +95,13 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         );
     }
 
-    let captured = catalog.entries();
-    let (entries, changed) = merge(previous, captured);
+    let captured = index::without_redundant_heads(catalog.entries());
+    let Merged {
+        entries,
+        new,
+        changed,
+        kept,
+    } = merge(previous, captured.clone());
     for url in &changed {
         eprintln!("buildproxy: changed since the last capture: {url}");
     }
@@ -128,12 +134,13 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
             + s.unchanged.load(Ordering::Relaxed)
             + s.conflicts.load(Ordering::Relaxed),
     );
-    let errors = catalog.errors();
+    let mut errors = catalog.errors();
+    errors.extend(catalog.abandoned_unrecorded());
     eprintln!(
-        "buildproxy: wrote {} to {} ({} new, {} changed, {}); {}, {} skipped, {} conflicting",
+        "buildproxy: wrote {} to {} ({new} new, {} changed, {kept} kept; {} downloaded); {}, {} \
+         skipped, {} conflicting",
         count(entries.len(), "entry", "entries"),
         args.output.display(),
-        s.added.load(Ordering::Relaxed),
         changed.len(),
         human_size(Some(s.added_bytes.load(Ordering::Relaxed))),
         count(errors.len(), "error", "errors"),
@@ -153,29 +160,118 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     if let Ended::Signalled(sig) = ended {
         eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
     }
-    Ok(ended.code())
+    let mut code = ended.code();
+    if let Some(client) = verifier {
+        let with_body = captured.iter().filter(|e| e.body.is_some()).count();
+        let mismatches = verify::verify(&client, &captured, timeouts.response).await;
+        if mismatches.is_empty() {
+            eprintln!(
+                "buildproxy: --verify: {} downloaded as fetchurl will download {}: the same bytes",
+                count(with_body, "body", "bodies"),
+                if with_body == 1 { "it" } else { "them" }
+            );
+        } else {
+            eprintln!(
+                "buildproxy: --verify: {} of {} fetchurl would not reproduce:",
+                mismatches.len(),
+                count(with_body, "body", "bodies"),
+            );
+            for m in &mismatches {
+                eprintln!("buildproxy:   {}", m.describe());
+            }
+            if code == 0 {
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
-/// The previous entries, updated by this run's: new URLs are added, a URL
-/// whose recorded status or hash changed takes the new entry and is
-/// reported.
-fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> (Vec<Entry>, Vec<String>) {
-    let key = |e: &Entry| (e.url.clone(), e.method.clone());
+/// What `merge` made of the previous file and this run.
+#[derive(Debug)]
+struct Merged {
+    entries: Vec<Entry>,
+    /// Entries the previous file did not have.
+    new: usize,
+    /// URLs whose recorded status or hash this run replaced.
+    changed: Vec<String>,
+    /// Previous entries left as they were (captured again alike, or not at all).
+    kept: usize,
+}
+
+/// The previous entries, updated by this run's: new requests (or new
+/// representations of one) are added, an entry whose recorded status or
+/// hash changed takes the new one and is reported.
+fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> Merged {
+    let key = |e: &Entry| (e.url.clone(), e.method.clone(), e.request_headers.clone());
+    let before = previous.len();
     let mut all: BTreeMap<_, Entry> = previous.into_iter().map(|e| (key(&e), e)).collect();
-    let mut changed = Vec::new();
+    let (mut new, mut changed) = (0, Vec::new());
     for e in captured {
-        if let Some(old) = all.get(&key(&e)) {
-            let hash = |e: &Entry| e.body.as_ref().and_then(|b| b.hash.clone());
-            if old.status != e.status || hash(old) != hash(&e) {
-                changed.push(e.url.clone());
+        match all.get(&key(&e)) {
+            None => new += 1,
+            Some(old) => {
+                let hash = |e: &Entry| e.body.as_ref().and_then(|b| b.hash.clone());
+                if old.status != e.status || hash(old) != hash(&e) {
+                    changed.push(e.url.clone());
+                }
             }
         }
         all.insert(key(&e), e);
     }
-    (all.into_values().collect(), changed)
+    Merged {
+        entries: all.into_values().collect(),
+        new,
+        kept: before - changed.len(),
+        changed,
+    }
 }
 
 /// "1 entry", "2 entries": the summary is read by people.
 fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Body;
+
+    fn entry(url: &str, hash: &str, accept: Option<&str>) -> Entry {
+        Entry {
+            method: "GET".into(),
+            url: url.into(),
+            fetch_url: None,
+            name: None,
+            status: 200,
+            headers: BTreeMap::new(),
+            request_headers: accept
+                .map(|a| BTreeMap::from([("accept".to_string(), a.to_string())]))
+                .unwrap_or_default(),
+            body: Some(Body {
+                hash: Some(hash.into()),
+                size: None,
+                file: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn merge_counts_new_changed_and_kept_separately_per_representation() {
+        let previous = vec![
+            entry("https://e.org/a", "h1", None),
+            entry("https://e.org/b", "h2", None),
+            entry("https://e.org/c", "h3", None),
+        ];
+        let captured = vec![
+            entry("https://e.org/a", "h1", None),
+            entry("https://e.org/b", "h2-new", None),
+            entry("https://e.org/a", "json", Some("application/json")),
+            entry("https://e.org/d", "h4", None),
+        ];
+        let m = merge(previous, captured);
+        assert_eq!((m.new, m.changed.len(), m.kept), (2, 1, 2), "{m:?}");
+        assert_eq!(m.changed, ["https://e.org/b"]);
+        assert_eq!(m.entries.len(), 5);
+    }
 }

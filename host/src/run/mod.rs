@@ -8,6 +8,7 @@ pub mod detach;
 pub mod proxy;
 pub mod replay;
 pub mod setup;
+pub mod verify;
 
 use anyhow::Result;
 
