@@ -7,6 +7,7 @@ mod support;
 
 mod capture_replay;
 mod clients;
+mod environment;
 mod load;
 mod nix;
 mod patch;
@@ -15,3 +16,4 @@ mod quickstart;
 mod redirect;
 mod registries;
 mod reliability;
+mod suite;

@@ -17,7 +17,6 @@
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,7 +26,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use sha2::{Digest, Sha256};
 
-use crate::clients::require;
+use crate::clients::{require, require_pip};
 use crate::nix::{fixture, nix, nix_build, sh_quote};
 use crate::support::*;
 
@@ -230,12 +229,12 @@ fn byte_range(header: &str, len: usize) -> Option<(usize, usize)> {
 
 /// `python3 -c SCRIPT ARGS…`, which must succeed.
 fn python(script: &str, args: &[&str]) {
-    let out = Command::new("python3")
+    let out = tool("python3")
         .arg("-c")
         .arg(script)
         .args(args)
         .output()
-        .expect("python3 is installed");
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -347,7 +346,7 @@ fn fetch_as_nix_does(content: &Path) -> Vec<serde_json::Value> {
 
 /// curl of `url` without a proxy, with extra headers, as fetchurl sends it.
 fn direct_with(ca: &TestCa, url: &str, headers: &[String]) -> Vec<u8> {
-    let mut cmd = Command::new("curl");
+    let mut cmd = tool("curl");
     cmd.args(["-sS", "--fail", "--noproxy", "*", "--cacert"])
         .arg(&ca.pem_path);
     for h in headers {
@@ -364,7 +363,7 @@ fn direct_with(ca: &TestCa, url: &str, headers: &[String]) -> Vec<u8> {
 
 #[test]
 fn pip_index_negotiation_is_captured_replayed_and_fetched_by_nix_byte_for_byte() {
-    require("python3", &["-m", "pip", "--version"], "python3-pip");
+    require_pip();
     let r = Registry::new();
     let page = r.index.url("/simple/bpdemo/");
     // pip asks for JSON; curl, like fetchurl, for anything (and gets HTML).
@@ -472,7 +471,7 @@ fn pip_index_negotiation_is_captured_replayed_and_fetched_by_nix_byte_for_byte()
 
 #[test]
 fn replay_never_answers_a_request_with_a_representation_it_did_not_ask_for() {
-    require("python3", &["-m", "pip", "--version"], "python3-pip");
+    require_pip();
     let r = Registry::new();
     let page = r.index.url("/simple/bpdemo/");
     let (code, err) = capture(r.s.dir.path(), &r.ca, &["--store", "store"], &r.pip("dl"));
@@ -503,7 +502,10 @@ fn errors_in_summary(err: &str) -> usize {
 
 #[test]
 fn uv_installs_through_capture_and_offline_replay_without_a_head_entry_or_a_range_error() {
-    require("uv", &["--version"], "uv (pip install uv)");
+    assert!(
+        installed("uv"),
+        "this test needs uv: python3 -m pip install uv (tests/run.sh installs it)"
+    );
     let r = Registry::new();
     std::fs::create_dir_all(r.s.path("projects/bpbig")).unwrap();
     write_wheel(
@@ -565,7 +567,7 @@ fn uv_installs_through_capture_and_offline_replay_without_a_head_entry_or_a_rang
 
 #[test]
 fn capture_verify_reports_what_fetchurl_would_not_reproduce_each_with_the_fix() {
-    require("python3", &["-m", "pip", "--version"], "python3-pip");
+    require_pip();
     let r = Registry::new();
     let (dynamic, by_agent) = (r.index.url("/dynamic"), r.index.url("/by-agent"));
     // The negotiated page (pip's JSON) is fetched with its recorded accept:
@@ -626,12 +628,12 @@ fn write_apt_repo(root: &Path) -> String {
     .unwrap();
     let deb = "pool/main/b/bphello/bphello_1.0_amd64.deb";
     std::fs::create_dir_all(root.join("pool/main/b/bphello")).unwrap();
-    let out = Command::new("dpkg-deb")
+    let out = tool("dpkg-deb")
         .args(["--build", "--root-owner-group"])
         .arg(&build)
         .arg(root.join(deb))
         .output()
-        .expect("dpkg-deb (Debian package dpkg) is installed");
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -681,7 +683,7 @@ fn apt_script(repo: &str, phase: &str, then: &str) -> String {
 
 #[test]
 fn apt_downloads_a_deb_over_https_through_capture_and_offline_replay() {
-    require("apt-get", &["--version"], "apt");
+    require("apt-get", &["--version"]);
     let s = Scratch::new();
     let ca = TestCa::new(s.dir.path());
     std::fs::create_dir_all(s.path("repo")).unwrap();
@@ -728,7 +730,7 @@ fn apt_downloads_a_deb_over_https_through_capture_and_offline_replay() {
 
 #[test]
 fn a_client_that_rejects_the_ca_is_an_error_in_the_summary_naming_host_and_fix() {
-    require("apt-get", &["--version"], "apt");
+    require("apt-get", &["--version"]);
     let s = Scratch::new();
     let ca = TestCa::new(s.dir.path());
     std::fs::create_dir_all(s.path("repo")).unwrap();
@@ -850,7 +852,7 @@ async fn serve_npm(
 
 #[test]
 fn npm_installs_from_a_registry_with_negotiated_metadata_through_capture_replay_and_nix() {
-    require("npm", &["--version"], "npm");
+    require("npm", &["--version"]);
     let s = Scratch::new();
     let ca = TestCa::new(s.dir.path());
     let pkg = s.path("pkg/package");
@@ -862,7 +864,7 @@ fn npm_installs_from_a_registry_with_negotiated_metadata_through_capture_replay_
     .unwrap();
     std::fs::write(pkg.join("index.js"), "module.exports = 42;\n").unwrap();
     let tgz = s.path("bpnpm-1.0.0.tgz");
-    let out = Command::new("tar")
+    let out = tool("tar")
         .current_dir(s.path("pkg"))
         .args(["-czf", tgz.to_str().unwrap(), "package"])
         .output()

@@ -190,11 +190,18 @@ impl Chain {
                 Ok(r)
             }
             // The instance is dropped: its state may be anything now.
-            Err(e) => Err(PluginFault {
-                plugin: p.name.clone(),
-                hook,
-                reason: describe(&e, &self.limits),
-            }),
+            Err(e) => {
+                tracing::warn!(
+                    "plugin {}: dropped the instance that faulted in {hook}; the next call \
+                     starts a fresh one",
+                    p.name
+                );
+                Err(PluginFault {
+                    plugin: p.name.clone(),
+                    hook,
+                    reason: describe(&e, &self.limits),
+                })
+            }
         }
     }
 
