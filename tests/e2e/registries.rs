@@ -116,11 +116,7 @@ async fn serve_index(
             })
             .collect();
         files.sort();
-        let accept = req
-            .headers()
-            .get("accept")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
+        let accept = header(&req, "accept");
         let (body, kind) = if accept.contains(SIMPLE_JSON) {
             let files: Vec<_> = files
                 .iter()
@@ -165,13 +161,7 @@ async fn serve_index(
         *resp.body_mut() = Full::new(Bytes::from(format!("generated {n}\n")));
     } else if path == "/by-agent" {
         // Negotiation on a header capture does not record.
-        let agent = req
-            .headers()
-            .get("user-agent")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let body = if agent.starts_with("pip/") {
+        let body = if header(&req, "user-agent").starts_with("pip/") {
             "for pip\n"
         } else {
             "for anyone\n"
@@ -187,11 +177,7 @@ async fn serve_index(
     {
         // Like the registry's file host: ranges served and advertised (uv
         // reads a wheel's metadata from its tail before downloading it).
-        let range = req
-            .headers()
-            .get("range")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|r| byte_range(r, bytes.len()));
+        let range = byte_range(header(&req, "range"), bytes.len());
         let h = resp.headers_mut();
         h.insert("content-type", "application/octet-stream".parse().unwrap());
         h.insert("accept-ranges", "bytes".parse().unwrap());
@@ -240,6 +226,14 @@ fn python(script: &str, args: &[&str]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A request header as text; empty when absent or not text.
+fn header<'a>(req: &'a Request<Incoming>, name: &str) -> &'a str {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -805,11 +799,7 @@ async fn serve_npm(
                 "version": "1.0.0",
                 "dist": { "tarball": tgz, "integrity": integrity },
             });
-            let accept = req
-                .headers()
-                .get("accept")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
+            let accept = header(&req, "accept");
             let (doc, kind) = if accept.contains(NPM_INSTALL_JSON) {
                 (
                     serde_json::json!({
