@@ -30,6 +30,8 @@ pub enum Command {
     /// wasm32-unknown-unknown` makes) into a component `--plugin` loads, and
     /// check that it fits this buildproxy's interface.
     Component(ComponentArgs),
+    /// Check a proxy_content.nix against the network.
+    Check(CheckArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -178,6 +180,19 @@ pub struct PluginsArgs {
     /// BUILDPROXY_PLUGIN_CACHE at it and start-up does not compile).
     #[arg(long, value_name = "DIR")]
     pub precompile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Download every body FILE names the way Nix's fetchurl will (no
+    /// Accept-Encoding, the entry's request headers, redirects followed) and
+    /// list each whose bytes differ from its hash, with the fix; exit 1 if
+    /// any does.
+    #[arg(long, value_name = "FILE")]
+    pub fetch: PathBuf,
+    /// Trust this CA for upstream servers too (PEM). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -28,6 +28,7 @@ fn main() {
             Command::Proxy(a) => run::proxy::run(a).await,
             Command::Plugins(a) => run::plugins(a),
             Command::Component(a) => run::component::run(a),
+            Command::Check(a) => run::verify::check(a).await,
         }
     });
     let code = match result {

@@ -560,7 +560,7 @@ fn uv_installs_through_capture_and_offline_replay_without_a_head_entry_or_a_rang
 }
 
 #[test]
-fn capture_verify_reports_what_fetchurl_would_not_reproduce_each_with_the_fix() {
+fn capture_verify_and_check_fetch_report_what_fetchurl_would_not_reproduce_each_with_the_fix() {
     require_pip();
     let r = Registry::new();
     let (dynamic, by_agent) = (r.index.url("/dynamic"), r.index.url("/by-agent"));
@@ -589,6 +589,15 @@ fn capture_verify_reports_what_fetchurl_would_not_reproduce_each_with_the_fix() 
     );
     // The file is written all the same: the report is about Nix's fetch.
     assert!(r.s.path("proxy_content.nix").is_file());
+    // `check --fetch` finds the same two in the file, later.
+    let out = check_fetch(r.s.dir.path(), &r.ca);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("check proxy_content.nix: 2 of 6 bodies fetchurl would not reproduce"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("buildproxy:   {dynamic}:")), "{err}");
 
     let s2 = Scratch::new();
     let (code, err) = capture(s2.dir.path(), &r.ca, &["--verify"], &r.pip("dl"));
@@ -599,6 +608,22 @@ fn capture_verify_reports_what_fetchurl_would_not_reproduce_each_with_the_fix() 
         ),
         "{err}"
     );
+    let out = check_fetch(s2.dir.path(), &r.ca);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `buildproxy check --fetch proxy_content.nix` in `dir`.
+fn check_fetch(dir: &Path, ca: &TestCa) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .current_dir(dir)
+        .args(["check", "--fetch", "proxy_content.nix", "--upstream-ca"])
+        .arg(&ca.pem_path)
+        .output()
+        .unwrap()
 }
 
 /// A Debian-style repository under `root`: one `.deb` in the pool, its

@@ -161,28 +161,11 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
     }
     let mut code = ended.code();
-    if let Some(client) = verifier {
-        let with_body = captured.iter().filter(|e| e.body.is_some()).count();
-        let mismatches = verify::verify(&client, &captured, timeouts.response).await;
-        if mismatches.is_empty() {
-            eprintln!(
-                "buildproxy: --verify: {} downloaded as fetchurl will download {}: the same bytes",
-                count(with_body, "body", "bodies"),
-                if with_body == 1 { "it" } else { "them" }
-            );
-        } else {
-            eprintln!(
-                "buildproxy: --verify: {} of {} fetchurl would not reproduce:",
-                mismatches.len(),
-                count(with_body, "body", "bodies"),
-            );
-            for m in &mismatches {
-                eprintln!("buildproxy:   {}", m.describe());
-            }
-            if code == 0 {
-                code = 1;
-            }
-        }
+    if let Some(client) = verifier
+        && !verify::verify_and_report("--verify", &client, &captured, timeouts.response).await
+        && code == 0
+    {
+        code = 1;
     }
     Ok(code)
 }

@@ -1,5 +1,6 @@
-//! `capture --verify`: download each new entry again the way `fetchurl`
-//! will, and report those whose bytes differ from what the client got.
+//! `capture --verify` and `check --fetch`: download each entry again the
+//! way `fetchurl` will, and report those whose bytes differ from the
+//! recorded hash.
 //!
 //! A capture records what the build's client received; Nix later fetches
 //! each body with curl, which sends no `Accept-Encoding`, only the
@@ -16,8 +17,10 @@ use http_body_util::BodyExt;
 use hyper::{Method, Request};
 use sha2::{Digest, Sha256};
 
-use crate::inventory::Entry;
-use crate::proxy::{Upstream, body};
+use crate::cli::CheckArgs;
+use crate::inventory::{Entry, nix};
+use crate::proxy::{Timeouts, Upstream, body, upstream_client};
+use crate::tls::upstream;
 
 /// What curl calls itself: some servers answer browsers and tools
 /// differently, and fetchurl's curl is a tool.
@@ -74,6 +77,47 @@ impl Mismatch {
             ),
         }
     }
+}
+
+/// `buildproxy check --fetch FILE`: [`verify_and_report`] on every entry
+/// of a `proxy_content.nix`.
+pub async fn check(args: CheckArgs) -> anyhow::Result<i32> {
+    let entries = nix::parse(&args.fetch)?;
+    let (roots, _) = upstream::roots(&args.upstream_ca)?;
+    let timeouts = Timeouts::default();
+    let client = upstream_client(upstream::client_config(roots), &timeouts);
+    let label = format!("check {}", args.fetch.display());
+    let same = verify_and_report(&label, &client, &entries, timeouts.response).await;
+    Ok(if same { 0 } else { 1 })
+}
+
+/// Verifies `entries` and prints the outcome, each line starting with
+/// `label`; whether every body came back the same.
+pub async fn verify_and_report(
+    label: &str,
+    client: &Upstream,
+    entries: &[Entry],
+    timeout: Duration,
+) -> bool {
+    let with_body = entries.iter().filter(|e| e.body.is_some()).count();
+    let bodies = if with_body == 1 { "body" } else { "bodies" };
+    let mismatches = verify(client, entries, timeout).await;
+    if mismatches.is_empty() {
+        eprintln!(
+            "buildproxy: {label}: {with_body} {bodies} downloaded as fetchurl will download {}: \
+             the same bytes",
+            if with_body == 1 { "it" } else { "them" }
+        );
+        return true;
+    }
+    eprintln!(
+        "buildproxy: {label}: {} of {with_body} {bodies} fetchurl would not reproduce:",
+        mismatches.len()
+    );
+    for m in &mismatches {
+        eprintln!("buildproxy:   {}", m.describe());
+    }
+    false
 }
 
 /// Downloads every entry with a body as fetchurl would and returns those
