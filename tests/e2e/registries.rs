@@ -936,3 +936,35 @@ fn npm_installs_from_a_registry_with_negotiated_metadata_through_capture_replay_
         assert_ne!(body, direct(&ca, &doc));
     }
 }
+
+#[test]
+fn a_post_that_misses_in_replay_is_said_to_be_unreplayable_with_what_to_do() {
+    let r = Registry::new();
+    let page = r.index.url("/simple/bpdemo/");
+    let (code, err) = capture(
+        r.s.dir.path(),
+        &r.ca,
+        &["--store", "store"],
+        &format!("curl -fsS -o /dev/null {page}"),
+    );
+    assert_eq!(code, 0, "capture: {err}");
+    // What `npm install` sends unless told --no-audit.
+    let audit = r.index.url("/-/npm/v1/security/advisories/bulk");
+    let (code, err) = replay_offline(
+        r.s.dir.path(),
+        &["--store", "store"],
+        &format!("curl -sS -X POST -d '{{}}' -o post {audit}; exit 0"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let body = std::fs::read_to_string(r.s.path("post")).unwrap();
+    assert!(
+        body.contains("cannot be replayed") && body.contains("--no-audit"),
+        "{body}"
+    );
+    assert!(err.contains(&format!("POST {audit}")), "{err}");
+    assert!(
+        err.contains("cannot be replayed") && err.contains("--no-audit"),
+        "{err}"
+    );
+    assert!(!err.contains("re-run the capture"), "{err}");
+}
