@@ -12,6 +12,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::inventory::index::{Index, Insert};
 use crate::inventory::journal::Journal;
+use crate::inventory::prepared::Prepared;
 use crate::inventory::{Body, Entry};
 use crate::plugin::bindings as wit;
 
@@ -35,6 +36,11 @@ pub struct Stats {
     pub completed: AtomicU64,
 }
 
+/// At most this many misses and errors are kept (and printed) one by one;
+/// past it they are only counted: a build that misses 10,000 URLs must not
+/// make the proxy grow or flood the log.
+pub const KEPT: usize = 1000;
+
 #[derive(Default)]
 pub struct Catalog {
     index: RwLock<Index>,
@@ -43,11 +49,17 @@ pub struct Catalog {
     errors: Mutex<Vec<String>>,
     /// Transfers the client stopped reading: (method, URL, why).
     abandoned: Mutex<Vec<(String, String, String)>>,
+    /// Misses and errors past [`KEPT`]: counted, not kept.
+    pub misses_dropped: AtomicU64,
+    pub errors_dropped: AtomicU64,
     pub stats: Stats,
     /// Print one line per recorded entry (capture).
     pub announce: bool,
     /// Where each recorded entry is made durable at once (capture).
     journal: Mutex<Option<Journal>>,
+    /// Replay's content when prepared: looked up per request, never loaded
+    /// whole (see inventory::prepared).
+    prepared: Option<Prepared>,
 }
 
 impl Catalog {
@@ -66,6 +78,14 @@ impl Catalog {
         catalog
     }
 
+    /// A catalog answering from a prepared content index.
+    pub fn from_prepared(prepared: Prepared) -> Self {
+        Self {
+            prepared: Some(prepared),
+            ..Self::default()
+        }
+    }
+
     /// An empty catalog for capture: it prints one line per recorded entry
     /// and appends it to the journal.
     pub fn for_capture(journal: Option<Journal>) -> Self {
@@ -82,7 +102,7 @@ impl Catalog {
     }
 
     pub fn len(&self) -> usize {
-        self.index.read().unwrap().len()
+        self.index.read().unwrap().len() + self.prepared.as_ref().map_or(0, Prepared::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -114,13 +134,57 @@ impl Catalog {
 
     pub fn get(&self, method: &str, url: &str) -> Option<wit::Entry> {
         let index = self.index.read().unwrap();
-        index.get(method, url).map(to_wit)
+        match index.get(method, url) {
+            Some(e) => Some(to_wit(e)),
+            None => {
+                let all = self.prepared_candidates(method, url);
+                all.iter()
+                    .find(|e| e.request_headers.is_empty())
+                    .or(all.first())
+                    .cloned()
+            }
+        }
     }
 
     /// Every representation of `method url` (content negotiation).
     pub fn representations(&self, method: &str, url: &str) -> Vec<wit::Entry> {
         let index = self.index.read().unwrap();
-        index.representations(method, url).map(to_wit).collect()
+        let found: Vec<wit::Entry> = index.representations(method, url).map(to_wit).collect();
+        if found.is_empty() {
+            self.prepared_candidates(method, url)
+        } else {
+            found
+        }
+    }
+
+    /// The prepared entries for `method url` (its representations), their
+    /// bodies made nameable as loading would have; a damaged record or a
+    /// body that changed is this request's error (the message names the
+    /// file, the entry and the fix).
+    fn prepared_candidates(&self, method: &str, url: &str) -> Vec<wit::Entry> {
+        let Some(prepared) = self.prepared.as_ref() else {
+            return Vec::new();
+        };
+        match prepared.candidates(method, url) {
+            Ok(entries) => entries
+                .iter()
+                .map(|e| {
+                    if let Some(body) = &e.body {
+                        self.blobs
+                            .write()
+                            .unwrap()
+                            .entry(blob_id(body))
+                            .or_insert_with(|| blob_ref(body));
+                    }
+                    to_wit(e)
+                })
+                .collect(),
+            Err(err) => {
+                eprintln!("buildproxy: error: {err}");
+                self.record_error(err.to_string());
+                Vec::new()
+            }
+        }
     }
 
     pub fn put(&self, e: wit::Entry) -> Result<wit::PutOutcome, String> {
@@ -194,11 +258,16 @@ impl Catalog {
     }
 
     pub fn record_miss(&self, method: &str, url: &str) {
+        let mut misses = self.misses.lock().unwrap();
+        let key = (method.to_string(), url.to_string());
+        if misses.len() >= KEPT && !misses.contains(&key) {
+            if self.misses_dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("buildproxy: more than {KEPT} misses: the rest are counted, not printed");
+            }
+            return;
+        }
         eprintln!("buildproxy: MISS {method} {url}");
-        self.misses
-            .lock()
-            .unwrap()
-            .insert((method.to_string(), url.to_string()));
+        misses.insert(key);
     }
 
     pub fn misses(&self) -> Vec<(String, String)> {
@@ -208,7 +277,12 @@ impl Catalog {
     /// An exchange that failed (upstream error, plugin fault): for the summary.
     pub fn record_error(&self, what: String) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        self.errors.lock().unwrap().push(what);
+        let mut errors = self.errors.lock().unwrap();
+        if errors.len() >= KEPT {
+            self.errors_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        errors.push(what);
     }
 
     pub fn errors(&self) -> Vec<String> {

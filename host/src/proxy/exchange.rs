@@ -17,11 +17,13 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use sha2::{Digest, Sha256};
 
+use super::auth::Peer;
 use super::body::{self, Digested, ProxyBody};
 use super::error::{self, Side};
 use super::headers;
 use super::{InFlight, Proxy};
 use crate::catalog::BlobRef;
+use crate::inventory::verify;
 use crate::plugin::bindings::{self as wit, Source};
 use crate::plugin::{PluginFault, RequestOutcome};
 
@@ -55,6 +57,8 @@ struct Flow {
     request: wit::Request,
     /// The URL it was sent to after rewrites.
     sent_url: String,
+    /// Who sent it, for its redirect chains.
+    client: Option<Arc<Peer>>,
     _inflight: InFlight,
 }
 
@@ -74,9 +78,12 @@ pub async fn handle(
     let (parts, client_body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = super::url::absolute(target.scheme, &target.host, target.port, path);
+    let client = parts.extensions.get::<Arc<Peer>>().cloned();
     let request = wit::Request {
         method: parts.method.as_str().to_string(),
-        chain: proxy.redirects.chain_to(&url),
+        chain: proxy
+            .redirects
+            .chain_to(&url, || client.as_ref().and_then(|p| p.process())),
         url: url.clone(),
         headers: headers::to_wit(&parts.headers),
     };
@@ -92,6 +99,7 @@ pub async fn handle(
             .map(str::to_string),
         sent_url: url,
         request,
+        client,
     };
     match flow.proxy.chain.on_request(flow.id, flow.request.clone()) {
         Err(fault) => flow.plugin_fault(&fault),
@@ -191,6 +199,9 @@ impl Flow {
             Ok(Ok(r)) => r,
         };
         let (parts, body) = resp.into_parts();
+        if let Err(why) = headers::check_framing(&parts.headers) {
+            return self.fail(StatusCode::BAD_GATEWAY, Side::Upstream, &why);
+        }
         let head = wit::ResponseHead {
             status: parts.status.as_u16(),
             headers: headers::to_wit(&parts.headers),
@@ -284,15 +295,15 @@ impl Flow {
                 };
                 set_length(&mut resp, len);
                 if !bodiless {
-                    match body::file_body(&path, start, len) {
+                    let report = super::file_body::Report {
+                        catalog: self.proxy.catalog.clone(),
+                        what: format!("{} {}", self.request.method, self.request.url),
+                        idle: self.proxy.timeouts.body_idle,
+                    };
+                    let hash = blob.hash.as_deref();
+                    match super::file_body::serve(&path, hash, blob.size, start, len, report) {
                         Ok(b) => *resp.body_mut() = b,
-                        Err(e) => {
-                            return self.fail(
-                                StatusCode::BAD_GATEWAY,
-                                Side::Host,
-                                &format!("reading the recorded body {}: {e}", path.display()),
-                            );
-                        }
+                        Err(e) => return self.fail(StatusCode::BAD_GATEWAY, Side::Host, &e),
                     }
                 }
                 let summary_blob = wit::Blob {
@@ -356,7 +367,13 @@ impl Flow {
                         "the recorded body has no file",
                     );
                 };
-                match tokio::fs::read(&path).await {
+                let (hash, size) = (blob.hash.clone(), blob.size);
+                let read = tokio::task::spawn_blocking(move || {
+                    verify::read_all(&path, hash.as_deref(), size).map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+                match read {
                     Ok(b) => (
                         b,
                         Some(wit::Blob {
@@ -364,13 +381,7 @@ impl Flow {
                             size: blob.size,
                         }),
                     ),
-                    Err(e) => {
-                        return self.fail(
-                            StatusCode::BAD_GATEWAY,
-                            Side::Host,
-                            &format!("reading {}: {e}", path.display()),
-                        );
-                    }
+                    Err(e) => return self.fail(StatusCode::BAD_GATEWAY, Side::Host, &e),
                 }
             }
         };
@@ -538,11 +549,12 @@ impl Flow {
             .and_then(|(_, v)| std::str::from_utf8(v).ok());
         if let Some(location) = location {
             let req = &self.request;
-            if let Some(target) = self
-                .proxy
-                .redirects
-                .remember(&req.url, &req.chain, location)
-            {
+            if let Some(target) = self.proxy.redirects.remember(
+                &req.url,
+                &req.chain,
+                location,
+                self.client.as_ref().and_then(|p| p.process()),
+            ) {
                 tracing::debug!("{} {} redirects to {target}", req.method, req.url);
             }
         }

@@ -4,12 +4,16 @@
 //! In replay mode `upstream` is `None`: the replay path never opens an
 //! upstream socket, whatever the plugins do.
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod exchange;
+pub mod file_body;
 pub mod headers;
+pub mod idle;
 pub mod redirects;
 pub mod server;
+pub mod stall;
 pub mod url;
 
 use std::sync::Arc;
@@ -65,6 +69,8 @@ pub struct Proxy {
     pub store: Option<Arc<Store>>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Who may use the proxy (`auth`).
+    pub access: auth::Access,
     /// The redirects relayed recently, so a follow-up request knows its chain.
     pub redirects: redirects::Redirects,
     next_id: AtomicU64,
@@ -72,6 +78,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    // Every part is required and set once, at start (run/setup.rs).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         chain: Chain,
         catalog: Arc<Catalog>,
@@ -80,6 +88,7 @@ impl Proxy {
         store: Option<Arc<Store>>,
         limits: Limits,
         timeouts: Timeouts,
+        access: auth::Access,
     ) -> Self {
         Self {
             chain,
@@ -89,6 +98,7 @@ impl Proxy {
             store,
             limits,
             timeouts,
+            access,
             redirects: redirects::Redirects::default(),
             next_id: AtomicU64::new(1),
             inflight: watch::channel(0).0,
