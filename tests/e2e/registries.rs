@@ -362,7 +362,12 @@ fn pip_index_negotiation_is_captured_replayed_and_fetched_by_nix_byte_for_byte()
     let page = r.index.url("/simple/bpdemo/");
     // pip asks for JSON; curl, like fetchurl, for anything (and gets HTML).
     let script = format!("{} && curl -fsS -o page.html {page}", r.pip("dl"));
-    let (code, err) = capture(r.s.dir.path(), &r.ca, &["--store", "store"], &script);
+    let (code, err) = capture(
+        r.s.dir.path(),
+        &r.ca,
+        &["--require-secret", "--store", "store"],
+        &script,
+    );
     assert_eq!(code, 0, "capture: {err}");
     let content = r.s.path("proxy_content.nix");
     let entries = entries_of(&content);
@@ -399,7 +404,11 @@ fn pip_index_negotiation_is_captured_replayed_and_fetched_by_nix_byte_for_byte()
         r.pip("dl-replay"),
         sh_quote(&format!("Accept: {pip_accept}"))
     );
-    let (code, err) = replay_offline(r.s.dir.path(), &["--strict", "--store", "store"], &replay);
+    let (code, err) = replay_offline(
+        r.s.dir.path(),
+        &["--require-secret", "--strict", "--store", "store"],
+        &replay,
+    );
     assert_eq!(code, 0, "offline replay: {err}");
     assert_eq!(r.index.hits(), hits, "replay reached the index");
     let direct_json = direct_with(&r.ca, &page, &[format!("Accept: {pip_accept}")]);
@@ -468,13 +477,18 @@ fn replay_never_answers_a_request_with_a_representation_it_did_not_ask_for() {
     require_pip();
     let r = Registry::new();
     let page = r.index.url("/simple/bpdemo/");
-    let (code, err) = capture(r.s.dir.path(), &r.ca, &["--store", "store"], &r.pip("dl"));
+    let (code, err) = capture(
+        r.s.dir.path(),
+        &r.ca,
+        &["--require-secret", "--store", "store"],
+        &r.pip("dl"),
+    );
     assert_eq!(code, 0, "capture: {err}");
     // Only pip's JSON was captured: curl's request for the page is a miss,
     // and --strict fails the run, naming the URL and what was recorded.
     let (code, err) = replay_offline(
         r.s.dir.path(),
-        &["--strict", "--store", "store"],
+        &["--require-secret", "--strict", "--store", "store"],
         &format!("curl -sS -o page {page}; exit 0"),
     );
     assert_ne!(code, 0, "replay served JSON to curl: {err}");
@@ -516,10 +530,15 @@ fn uv_installs_through_capture_and_offline_replay_without_a_head_entry_or_a_rang
             r.index.url("/simple/")
         )
     };
-    let out = capture_command(r.s.dir.path(), &r.ca, &["--store", "store"], &script("t1"))
-        .env("BUILDPROXY_LOG", "buildproxy=info")
-        .output()
-        .unwrap();
+    let out = capture_command(
+        r.s.dir.path(),
+        &r.ca,
+        &["--require-secret", "--store", "store"],
+        &script("t1"),
+    )
+    .env("BUILDPROXY_LOG", "buildproxy=info")
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "capture: {err}");
     // uv asked for the wheel's tail, got the whole wheel (capture asks
@@ -547,7 +566,7 @@ fn uv_installs_through_capture_and_offline_replay_without_a_head_entry_or_a_rang
     let hits = r.index.hits();
     let (code, err) = replay_offline(
         r.s.dir.path(),
-        &["--strict", "--store", "store"],
+        &["--require-secret", "--strict", "--store", "store"],
         &script("t2"),
     );
     assert_eq!(code, 0, "offline replay: {err}");
@@ -713,7 +732,7 @@ fn apt_downloads_a_deb_over_https_through_capture_and_offline_replay() {
     let (code, err) = capture(
         s.dir.path(),
         &ca,
-        &["--store", "store"],
+        &["--require-secret", "--store", "store"],
         &apt_script(&repo, "capture", get),
     );
     assert_eq!(code, 0, "capture: {err}");
@@ -732,7 +751,7 @@ fn apt_downloads_a_deb_over_https_through_capture_and_offline_replay() {
     let hits = up.hits.load(Ordering::SeqCst);
     let (code, err) = replay_offline(
         s.dir.path(),
-        &["--strict", "--store", "store"],
+        &["--require-secret", "--strict", "--store", "store"],
         &apt_script(&repo, "replay", get),
     );
     assert_eq!(code, 0, "offline replay: {err}");
@@ -895,7 +914,12 @@ fn npm_installs_from_a_registry_with_negotiated_metadata_through_capture_replay_
             registry.url("/")
         )
     };
-    let (code, err) = capture(s.dir.path(), &ca, &["--store", "store"], &install("one"));
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--require-secret", "--store", "store"],
+        &install("one"),
+    );
     assert_eq!(code, 0, "capture: {err}");
     let content = s.path("proxy_content.nix");
     let entries = entries_of(&content);
@@ -912,7 +936,7 @@ fn npm_installs_from_a_registry_with_negotiated_metadata_through_capture_replay_
     let hits = registry.0.hits();
     let (code, err) = replay_offline(
         s.dir.path(),
-        &["--strict", "--store", "store"],
+        &["--require-secret", "--strict", "--store", "store"],
         &install("two"),
     );
     assert_eq!(code, 0, "offline replay: {err}");
@@ -944,7 +968,7 @@ fn a_post_that_misses_in_replay_is_said_to_be_unreplayable_with_what_to_do() {
     let (code, err) = capture(
         r.s.dir.path(),
         &r.ca,
-        &["--store", "store"],
+        &["--require-secret", "--store", "store"],
         &format!("curl -fsS -o /dev/null {page}"),
     );
     assert_eq!(code, 0, "capture: {err}");
@@ -952,7 +976,7 @@ fn a_post_that_misses_in_replay_is_said_to_be_unreplayable_with_what_to_do() {
     let audit = r.index.url("/-/npm/v1/security/advisories/bulk");
     let (code, err) = replay_offline(
         r.s.dir.path(),
-        &["--store", "store"],
+        &["--require-secret", "--store", "store"],
         &format!("curl -sS -X POST -d '{{}}' -o post {audit}; exit 0"),
     );
     assert_eq!(code, 0, "{err}");
