@@ -29,7 +29,9 @@ fn main() {
             Command::Prepare(a) => run::prepare(a),
             Command::Plugins(a) => run::plugins(a),
             Command::Component(a) => run::component::run(a),
-            Command::Check(a) => run::verify::check(a).await,
+            Command::Check(a) if a.fetch => run::verify::check(a).await,
+            Command::Check(a) => run::check::run(a),
+            Command::GitFetch(a) => run::git_fetch::run(a).await,
         }
     });
     let code = match result {

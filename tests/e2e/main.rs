@@ -6,8 +6,11 @@
 mod support;
 
 mod capture_replay;
+mod check;
 mod clients;
 mod environment;
+mod git;
+mod go;
 mod load;
 mod nix;
 mod patch;

@@ -77,6 +77,13 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new(dir: &Path) -> Self {
+        Self::for_names(dir, &[])
+    }
+
+    /// A CA whose leaf also holds `names`: clients such as Go never send a
+    /// loopback name through a proxy, so their tests give the upstream a
+    /// name (an /etc/hosts entry in the test's own mount namespace).
+    pub fn for_names(dir: &Path, names: &[&str]) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::default();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -86,7 +93,9 @@ impl TestCa {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut all = vec!["localhost".to_string()];
+        all.extend(names.iter().map(|n| n.to_string()));
+        let mut leaf = CertificateParams::new(all).unwrap();
         leaf.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         leaf.subject_alt_names

@@ -15,7 +15,7 @@ mod parser;
 mod read;
 
 pub use hash::{Digest, digest_of, hex, nix32_decode, nix32_encode, sri, to_hex, to_sri};
-pub use read::{parse, parse_str};
+pub use read::{Spelled, parse, parse_each, parse_str};
 
 use super::{Entry, InventoryError, names, write_atomic_bytes};
 use std::fmt::Write as _;

@@ -14,6 +14,7 @@ use super::{setup, verify};
 use crate::catalog::{Catalog, human_size};
 use crate::cli::CaptureArgs;
 use crate::env::ClientEnv;
+use crate::inventory::index::{Index, Insert, normalize_url};
 use crate::inventory::store::Store;
 use crate::inventory::{Entry, index, journal, nix};
 use crate::plugin::bindings::Mode;
@@ -106,9 +107,17 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         new,
         changed,
         kept,
+        conflicting,
     } = merge(previous, captured.clone());
     for url in &changed {
         eprintln!("buildproxy: changed since the last capture: {url}");
+    }
+    for url in &conflicting {
+        eprintln!(
+            "buildproxy: warning: {} records {url} more than once with different answers; \
+             keeping the first, as capture does (`buildproxy check` lists them)",
+            args.output.display()
+        );
     }
     if let Err(e) = nix::write_atomic(&args.output, &entries) {
         // The old file is intact; what this run recorded must not be lost
@@ -150,7 +159,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         human_size(Some(s.added_bytes.load(Ordering::Relaxed))),
         count(errors.len(), "error", "errors"),
         skipped,
-        s.conflicts.load(Ordering::Relaxed),
+        s.conflicts.load(Ordering::Relaxed) + conflicting.len() as u64,
     );
     for e in errors {
         eprintln!("buildproxy:   error: {e}");
@@ -185,19 +194,38 @@ struct Merged {
     entries: Vec<Entry>,
     /// Entries the previous file did not have.
     new: usize,
-    /// URLs whose recorded status or hash this run replaced.
+    /// URLs this run recorded with another status or hash than before.
     changed: Vec<String>,
     /// Previous entries left as they were (captured again alike, or not at all).
     kept: usize,
+    /// URLs the previous file records twice with different answers.
+    conflicting: Vec<String>,
 }
 
 /// The previous entries, updated by this run's: new requests (or new
 /// representations of one) are added, an entry whose recorded status or
-/// hash changed takes the new one and is reported.
+/// hash changed takes the new one and is reported. Within the previous
+/// file, a request recorded twice keeps its first recording, as capture
+/// keeps the first answer it saw (the same [`Index`] rule), and differing
+/// duplicates are reported.
 fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> Merged {
-    let key = |e: &Entry| (e.url.clone(), e.method.clone(), e.request_headers.clone());
-    let before = previous.len();
-    let mut all: BTreeMap<_, Entry> = previous.into_iter().map(|e| (key(&e), e)).collect();
+    let mut old = Index::new();
+    let mut conflicting = Vec::new();
+    for e in previous {
+        let url = e.url.clone();
+        if let Insert::Conflict { .. } = old.insert(e) {
+            conflicting.push(url);
+        }
+    }
+    let key = |e: &Entry| {
+        (
+            normalize_url(&e.url),
+            e.method.to_ascii_uppercase(),
+            e.request_headers.clone(),
+        )
+    };
+    let mut all: BTreeMap<_, Entry> = old.iter().map(|e| (key(e), e.clone())).collect();
+    let before = all.len();
     let (mut new, mut changed) = (0, Vec::new());
     for e in captured {
         match all.get(&key(&e)) {
@@ -216,6 +244,7 @@ fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> Merged {
         new,
         kept: before - changed.len(),
         changed,
+        conflicting,
     }
 }
 

@@ -82,11 +82,12 @@ impl Mismatch {
 /// `buildproxy check --fetch FILE`: [`verify_and_report`] on every entry
 /// of a `proxy_content.nix`.
 pub async fn check(args: CheckArgs) -> anyhow::Result<i32> {
-    let entries = nix::parse(&args.fetch)?;
+    let file = args.file.unwrap_or_default();
+    let entries = nix::parse(&file)?;
     let (roots, _) = upstream::roots(&args.upstream_ca)?;
     let timeouts = Timeouts::default();
     let client = upstream_client(upstream::client_config(roots), &timeouts);
-    let label = format!("check {}", args.fetch.display());
+    let label = format!("check {}", file.display());
     let same = verify_and_report(&label, &client, &entries, timeouts.response).await;
     Ok(if same { 0 } else { 1 })
 }

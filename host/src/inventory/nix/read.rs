@@ -21,6 +21,29 @@ pub fn parse(path: &Path) -> Result<Vec<Entry>, InventoryError> {
 
 /// [`parse`] on text already read; `path` is used in messages only.
 pub fn parse_str(path: &Path, src: &str) -> Result<Vec<Entry>, InventoryError> {
+    parse_each(path, src)?
+        .into_iter()
+        .map(|r| r.map(|s| s.entry))
+        .collect()
+}
+
+/// One entry as the file spells it, for `buildproxy check`: what the
+/// reader turns into an [`Entry`] loses whether the file names the
+/// download itself, which decides what Nix's `fetchurl` calls it.
+#[derive(Debug)]
+pub struct Spelled {
+    pub entry: Entry,
+    /// Its `fetchurl` has a `name`, so Nix does not derive one from the URL.
+    pub names_itself: bool,
+}
+
+/// [`parse_str`], but one result per entry, so that a checker can report
+/// every bad entry rather than stop at the first. The outer error is a
+/// file that is not a list of entries at all.
+pub fn parse_each(
+    path: &Path,
+    src: &str,
+) -> Result<Vec<Result<Spelled, InventoryError>>, InventoryError> {
     let syntax = |e: SyntaxError| InventoryError::Syntax {
         path: path.to_owned(),
         line: e.line,
@@ -30,7 +53,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Vec<Entry>, InventoryError> {
     };
     let tokens = tokenize(src).map_err(syntax)?;
     let items = parse_file(&tokens).map_err(syntax)?;
-    items
+    Ok(items
         .iter()
         .enumerate()
         .map(|(index, node)| {
@@ -38,10 +61,15 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Vec<Entry>, InventoryError> {
                 path,
                 index,
                 url: String::from("<no url>"),
+                names_itself: false,
             };
-            cx.entry(node)
+            let entry = cx.entry(node)?;
+            Ok(Spelled {
+                entry,
+                names_itself: cx.names_itself,
+            })
         })
-        .collect()
+        .collect())
 }
 
 /// What an entry's `file` says about its body.
@@ -57,6 +85,7 @@ struct Cx<'a> {
     path: &'a Path,
     index: usize,
     url: String,
+    names_itself: bool,
 }
 
 impl Cx<'_> {
@@ -191,7 +220,7 @@ impl Cx<'_> {
     }
 
     /// The body's source, from a `fetchurl { … }` call.
-    fn fetchurl(&self, arg: &Attrs, call: &Node) -> Result<Fetched, InventoryError> {
+    fn fetchurl(&mut self, arg: &Attrs, call: &Node) -> Result<Fetched, InventoryError> {
         let Some((_, fetch_url)) = self.string(arg, "url")? else {
             return Err(self.error(
                 call,
@@ -223,6 +252,7 @@ impl Cx<'_> {
                 "write the body's sha256 as `hash = \"sha256-…\";`",
             )
         })?;
+        self.names_itself = arg.get("name").is_some();
         let name = match self.string(arg, "name")? {
             Some((n, name)) if !names::is_valid_store_name(name) => {
                 let problem = format!("`{name}` is not a valid Nix store name");
