@@ -36,6 +36,12 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# uv is not a Debian package: it comes from the Python package index.
+if ! command -v uv >/dev/null 2>&1; then
+  log "python3 -m pip install uv"
+  python3 -m pip install --quiet uv
+fi
+
 # --- Rust: plugins are built for wasm32-unknown-unknown -------------------------
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   log "rustup target add wasm32-unknown-unknown"

@@ -138,6 +138,13 @@ pub struct CaptureArgs {
     /// it starts.
     #[arg(long, conflicts_with = "command")]
     pub recover: bool,
+    /// After the command, download every recorded body again the way Nix's
+    /// fetchurl will (no Accept-Encoding, the entry's recorded request
+    /// headers, redirects followed) and report each entry whose bytes
+    /// differ, with the fix; the run then fails (exit 1 if the command
+    /// succeeded).
+    #[arg(long)]
+    pub verify: bool,
     /// Trust this CA for upstream servers too (PEM). Repeatable.
     #[arg(long = "upstream-ca", value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,
@@ -227,6 +234,15 @@ pub struct CheckArgs {
     /// A directory written by `capture --store` (its bodies are hashed).
     #[arg(long, value_name = "DIR", conflicts_with = "file")]
     pub store: Option<PathBuf>,
+    /// Download every body the proxy_content.nix FILE names the way Nix's
+    /// fetchurl will (no Accept-Encoding, the entry's request headers,
+    /// redirects followed) and list each whose bytes differ from its hash,
+    /// with the fix; exit 1 if any does.
+    #[arg(long, requires = "file", conflicts_with = "store")]
+    pub fetch: bool,
+    /// With --fetch: trust this CA for upstream servers too (PEM). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "PEM", requires = "fetch")]
+    pub upstream_ca: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,7 @@ mod prepared;
 mod proxy;
 mod quickstart;
 mod redirect;
+mod registries;
 mod reliability;
 mod security;
 mod suite;

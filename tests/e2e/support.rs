@@ -898,6 +898,48 @@ pub fn wait_for(path: &std::path::Path) {
     }
 }
 
+/// A real wheel of `project` 1.0, built with Python's zipfile (pip and uv
+/// read its metadata), holding `padding` bytes of data that do not
+/// compress, so a client that stops reading it stops early.
+pub fn write_wheel(path: &Path, project: &str, padding: usize) {
+    let py = r#"
+import base64, hashlib, random, sys, zipfile
+path, name, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+info = f"{name}-1.0.dist-info"
+rng = random.Random(7)
+files = {
+    f"{name}/__init__.py": b"VALUE = 42\n",
+    info + "/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+    info + "/WHEEL": b"Wheel-Version: 1.0\nGenerator: buildproxy-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+if size:
+    files[f"{name}/data.bin"] = rng.randbytes(size)
+record = ""
+for n, data in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record += f"{n},sha256={digest},{len(data)}\n"
+files[info + "/RECORD"] = (record + info + "/RECORD,,\n").encode()
+with zipfile.ZipFile(path, "w") as z:
+    for n, data in files.items():
+        z.writestr(zipfile.ZipInfo(n, (2020, 1, 1, 0, 0, 0)), data)
+"#;
+    let out = tool("python3")
+        .args([
+            "-c",
+            py,
+            path.to_str().unwrap(),
+            project,
+            &padding.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 // --- outside programs ----------------------------------------------------------
 
 /// The Debian package that brings `program`, from `tests/tools.txt` (the

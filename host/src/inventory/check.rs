@@ -259,11 +259,18 @@ const EMPTY_SHA256: &str = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
 /// Two entries for one request: replay would have to pick one, so it
 /// refuses to start; a capture would have kept the first.
 fn duplicates(subjects: &[Subject]) -> Vec<Finding> {
-    let mut first: HashMap<(String, String), &Subject> = HashMap::new();
+    // Representations of one URL (their request headers differ) are not
+    // duplicates: replay tells them apart.
+    type Key = (String, String, std::collections::BTreeMap<String, String>);
+    let mut first: HashMap<Key, &Subject> = HashMap::new();
     let mut out = Vec::new();
     for s in subjects {
         let e = &s.entry;
-        let key = (e.method.to_ascii_uppercase(), normalize_url(&e.url));
+        let key = (
+            e.method.to_ascii_uppercase(),
+            normalize_url(&e.url),
+            e.request_headers.clone(),
+        );
         let Some(earlier) = first.get(&key) else {
             first.insert(key, s);
             continue;
@@ -409,6 +416,7 @@ mod tests {
             name: None,
             status,
             headers: BTreeMap::new(),
+            request_headers: BTreeMap::new(),
             body: hash.map(|h| Body {
                 hash: Some(h.into()),
                 size: None,

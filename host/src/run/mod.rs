@@ -11,6 +11,7 @@ pub mod lock;
 pub mod proxy;
 pub mod replay;
 pub mod setup;
+pub mod verify;
 
 use anyhow::Result;
 

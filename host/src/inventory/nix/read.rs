@@ -165,7 +165,11 @@ impl Cx<'_> {
         };
         let headers = match attrs.get("headers") {
             None => BTreeMap::new(),
-            Some(n) => self.headers(n)?,
+            Some(n) => self.headers("headers", n)?,
+        };
+        let request_headers = match attrs.get("request_headers") {
+            None => BTreeMap::new(),
+            Some(n) => self.headers("request_headers", n)?,
         };
         let Some(file) = attrs.get("file") else {
             return Err(self.error(
@@ -190,18 +194,19 @@ impl Cx<'_> {
             name,
             status,
             headers,
+            request_headers,
             body,
         })
     }
 
-    fn headers(&self, node: &Node) -> Result<BTreeMap<String, String>, InventoryError> {
+    fn headers(&self, what: &str, node: &Node) -> Result<BTreeMap<String, String>, InventoryError> {
         let Value::Attrs(attrs) = &node.value else {
-            return Err(self.wrong_type("headers", node, "an attribute set"));
+            return Err(self.wrong_type(what, node, "an attribute set"));
         };
         let mut headers = BTreeMap::new();
         for (name, value) in &attrs.0 {
             let Value::Str(v) = &value.value else {
-                return Err(self.wrong_type(&format!("headers.\"{name}\""), value, "a string"));
+                return Err(self.wrong_type(&format!("{what}.\"{name}\""), value, "a string"));
             };
             if headers
                 .insert(name.to_ascii_lowercase(), v.clone())
