@@ -512,7 +512,7 @@ fn errors_in_summary(err: &str) -> usize {
 fn uv_installs_through_capture_and_offline_replay_without_a_head_entry_or_a_range_error() {
     assert!(
         installed("uv"),
-        "this test needs uv: python3 -m pip install uv (tests/run.sh installs it)"
+        "this test needs uv: python3 -m pip install --target target/test-tools uv, with target/test-tools/bin on PATH (tests/run.sh does both)"
     );
     let r = Registry::new();
     std::fs::create_dir_all(r.s.path("projects/bpbig")).unwrap();
