@@ -338,6 +338,31 @@ fn fetch_as_nix_does(content: &Path) -> Vec<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
 }
 
+/// Nix fetches every entry of `content` (fixed-output derivations: a body
+/// that is not what the hash says fails the build), and each body is what a
+/// client gets from the upstream for that URL with the entry's recorded
+/// request headers. Returns how many bodies were fetched.
+fn assert_nix_fetches_every_entry(content: &Path, ca: &TestCa) -> usize {
+    let fetched = fetch_as_nix_does(content);
+    let mut checked = 0;
+    for e in fetched.iter().filter(|e| e["file"].is_string()) {
+        let url = e["url"].as_str().unwrap();
+        let headers: Vec<String> = e["request_headers"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let body = std::fs::read(e["file"].as_str().unwrap()).unwrap();
+        assert_eq!(body, direct_with(ca, url, &headers), "{url} {headers:?}");
+        checked += 1;
+    }
+    assert!(checked > 0, "nothing to fetch: {fetched:#?}");
+    checked
+}
+
 /// curl of `url` without a proxy, with extra headers, as fetchurl sends it.
 fn direct_with(ca: &TestCa, url: &str, headers: &[String]) -> Vec<u8> {
     let mut cmd = tool("curl");
@@ -426,27 +451,8 @@ fn pip_index_negotiation_is_captured_replayed_and_fetched_by_nix_byte_for_byte()
         );
     }
 
-    // Nix fetches every entry (fixed-output derivations: a body that is
-    // not what the hash says fails the build) …
-    let fetched = fetch_as_nix_does(&content);
-    // … and each body is what the client got.
-    let mut checked = 0;
-    for e in fetched.iter().filter(|e| e["file"].is_string()) {
-        let url = e["url"].as_str().unwrap();
-        let headers: Vec<String> = e["request_headers"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| format!("{k}: {}", v.as_str().unwrap()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let body = std::fs::read(e["file"].as_str().unwrap()).unwrap();
-        assert_eq!(body, direct_with(&r.ca, url, &headers), "{url} {headers:?}");
-        checked += 1;
-    }
     // Two JSON pages (pip), one HTML page (curl), the wheel and the sdist.
-    assert_eq!(checked, 5, "{fetched:#?}");
+    assert_eq!(assert_nix_fetches_every_entry(&content, &r.ca), 5);
 
     // A fetcher that cannot send headers is told so, with the fix.
     let expr = format!(
@@ -562,6 +568,8 @@ fn uv_installs_through_capture_and_offline_replay_without_a_head_entry_or_a_rang
     );
     assert_eq!(for_wheel[0]["method"], "GET");
     assert!(r.s.path("t1/bpbig/data.bin").is_file());
+    // Every entry, index pages and wheels, as Nix fetches it.
+    assert_nix_fetches_every_entry(&r.s.path("proxy_content.nix"), &r.ca);
 
     let hits = r.index.hits();
     let (code, err) = replay_offline(
@@ -747,6 +755,8 @@ fn apt_downloads_a_deb_over_https_through_capture_and_offline_replay() {
         std::fs::read(s.path("capture/bphello_1.0_amd64.deb")).unwrap(),
         want
     );
+    // Release, Packages by hash and the .deb, as Nix fetches them.
+    assert!(assert_nix_fetches_every_entry(&s.path("proxy_content.nix"), &ca) >= 3);
 
     let hits = up.hits.load(Ordering::SeqCst);
     let (code, err) = replay_offline(
