@@ -13,7 +13,6 @@ use std::sync::{Mutex, RwLock};
 use crate::inventory::index::{Index, Insert};
 use crate::inventory::journal::Journal;
 use crate::inventory::{Body, Entry};
-use crate::plugin::bindings as wit;
 
 /// A body the host can serve or record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +22,33 @@ pub struct BlobRef {
     /// SRI SHA-256, when known.
     pub hash: Option<String>,
 }
+
+/// An entry to record, its body named by the id the catalog issued.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub method: String,
+    pub url: String,
+    pub fetch_url: Option<String>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+/// What recording an entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Added,
+    /// The same URL with the same status and body was already recorded.
+    Unchanged,
+    /// The same URL was recorded with another body or status; the first
+    /// one is kept.
+    Conflict,
+}
+
+/// A body id the catalog never issued.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("body {0:?} was not issued by the host")]
+pub struct UnknownBlob(pub String);
 
 #[derive(Default, Debug)]
 pub struct Stats {
@@ -110,33 +136,17 @@ impl Catalog {
         self.blobs.read().unwrap().get(id).cloned()
     }
 
-    pub fn get(&self, method: &str, url: &str) -> Option<wit::Entry> {
-        let index = self.index.read().unwrap();
-        let e = index.get(method, url)?;
-        Some(wit::Entry {
-            method: e.method.clone(),
-            url: e.url.clone(),
-            fetch_url: e.fetch_url.clone(),
-            status: e.status,
-            headers: e
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            body: e.body.as_ref().map(|b| wit::Blob {
-                id: blob_id(b),
-                size: b.size.unwrap_or(0),
-            }),
-        })
+    /// The entry a request matches (URL normalised by the index).
+    pub fn get(&self, method: &str, url: &str) -> Option<Entry> {
+        self.index.read().unwrap().get(method, url).cloned()
     }
 
-    pub fn put(&self, e: wit::Entry) -> Result<wit::PutOutcome, String> {
+    /// Records an entry whose body is named by an id this catalog issued.
+    pub fn put(&self, e: NewEntry) -> Result<PutOutcome, UnknownBlob> {
         let body = match &e.body {
             None => None,
-            Some(blob) => {
-                let known = self
-                    .blob(&blob.id)
-                    .ok_or_else(|| format!("body {:?} was not issued by the host", blob.id))?;
+            Some(id) => {
+                let known = self.blob(id).ok_or_else(|| UnknownBlob(id.clone()))?;
                 Some(Body {
                     hash: known.hash,
                     size: Some(known.size),
@@ -178,15 +188,15 @@ impl Catalog {
                 if self.announce {
                     eprintln!("buildproxy: {status} {:>10} {url}", human_size(size));
                 }
-                wit::PutOutcome::Added
+                PutOutcome::Added
             }
             Insert::Unchanged => {
                 self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
-                wit::PutOutcome::Unchanged
+                PutOutcome::Unchanged
             }
             Insert::Conflict { .. } => {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                wit::PutOutcome::Conflict
+                PutOutcome::Conflict
             }
         })
     }
@@ -218,7 +228,9 @@ impl Catalog {
     }
 }
 
-fn blob_id(body: &Body) -> String {
+/// The id plugins name a recorded body by: its hash, or its file when the
+/// hash is unknown.
+pub fn blob_id(body: &Body) -> String {
     match (&body.hash, &body.file) {
         (Some(h), _) => h.clone(),
         (None, Some(f)) => format!("file:{}", f.display()),

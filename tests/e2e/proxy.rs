@@ -119,7 +119,7 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
     for (how, expect, deadline_ms) in [
         ("trap", "unreachable", "5000"),
         ("loop", "deadline", "200"),
-        ("grow", "memory", "10000"),
+        ("grow", "memory limit", "10000"),
         ("bad-status", "1000", "5000"),
         ("bad-header", "bad name", "5000"),
     ] {
@@ -155,6 +155,65 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
             );
         }
     }
+}
+
+/// Hook calls yield to the runtime at every epoch tick: plugins looping to
+/// their deadline on more exchanges than the runtime has worker threads
+/// must not hold back an unrelated request.
+#[test]
+fn a_plugin_looping_to_its_deadline_delays_only_its_own_exchanges() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let arg = fixture_arg("loop");
+    let deadline_ms = 4000;
+    let proxy = proxy_with(
+        &scratch,
+        &ca,
+        &[
+            "--plugin",
+            &arg,
+            "--plugin-deadline-ms",
+            &deadline_ms.to_string(),
+        ],
+    );
+    let url = up.https_url("/bytes/1000");
+    let want = direct(&ca, &url);
+    // Warm: the connection pool, the TLS leaf, an instance.
+    assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
+    let calm = std::time::Instant::now();
+    assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
+    let calm = calm.elapsed();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = std::time::Instant::now();
+    let loops: Vec<_> = (0..workers * 2)
+        .map(|i| {
+            let env = proxy.env.clone();
+            let boom = up.https_url(&format!("/boom/{i}"));
+            std::thread::spawn(move || status_and_body(&env, &[&boom]))
+        })
+        .collect();
+    // Let every loop start (the fixture loops in `on-request`).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
+    let took = asked.elapsed();
+    eprintln!("an unrelated request took {took:?} while plugin calls looped ({calm:?} before)");
+    let loops_running = started.elapsed() < std::time::Duration::from_millis(deadline_ms);
+    for l in loops {
+        let (status, body) = l.join().unwrap();
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("deadline"), "{body}");
+    }
+    assert!(
+        took < std::time::Duration::from_millis(1000),
+        "an unrelated request took {took:?} while {} plugin calls looped",
+        workers * 2
+    );
+    assert!(
+        loops_running,
+        "the loops ended before the request was served: the machine is too slow for this test"
+    );
 }
 
 #[test]

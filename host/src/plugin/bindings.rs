@@ -4,6 +4,10 @@
 wasmtime::component::bindgen!({
     world: "plugin",
     path: "../wit",
+    // Hooks are futures: they yield to the runtime at each epoch tick
+    // instead of holding a worker thread for their whole deadline. Imports
+    // stay synchronous (they never wait).
+    exports: { default: async },
 });
 
 pub use self::buildproxy::plugin::inventory::{Entry, PutOutcome};

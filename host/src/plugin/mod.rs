@@ -14,12 +14,16 @@
 pub mod bindings;
 pub mod bundled;
 pub mod chain;
+mod convert;
 pub mod engine;
+pub mod fault;
 pub mod fit;
+mod lane;
 pub mod state;
 
-pub use chain::{Chain, PluginFault, RequestOutcome};
+pub use chain::Chain;
 pub use engine::{Limits, Runtime};
+pub use fault::{Fault, FaultReason};
 
 /// Where a plugin's component bytes come from, and its config string.
 #[derive(Debug, Clone)]

@@ -4,19 +4,20 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use wasmtime::StoreLimits;
-
 use super::bindings::buildproxy::plugin::{counters, inventory, log, types};
 use super::bindings::{Entry, Level, PutOutcome};
-use crate::catalog::Catalog;
+use super::fault::MemoryCap;
+use crate::catalog::{self, Catalog, NewEntry};
 
 /// The data of one plugin instance's `Store`.
 pub struct HostState {
     pub plugin: Arc<str>,
     pub catalog: Arc<Catalog>,
-    pub limits: StoreLimits,
+    pub memory: MemoryCap,
     /// Shared by every instance of the plugin: they outlive any one of them.
     pub counters: Counters,
+    /// Epoch ticks the running call may still yield before its deadline.
+    pub ticks_left: u64,
 }
 
 /// A plugin's `counters`, summed over its instances.
@@ -38,11 +39,37 @@ impl log::Host for HostState {
 
 impl inventory::Host for HostState {
     fn get(&mut self, method: String, url: String) -> Option<Entry> {
-        self.catalog.get(&method, &url)
+        let e = self.catalog.get(&method, &url)?;
+        Some(Entry {
+            body: e.body.as_ref().map(|b| types::Blob {
+                id: catalog::blob_id(b),
+                size: b.size.unwrap_or(0),
+            }),
+            method: e.method,
+            url: e.url,
+            fetch_url: e.fetch_url,
+            status: e.status,
+            headers: e.headers.into_iter().collect(),
+        })
     }
 
     fn put(&mut self, e: Entry) -> Result<PutOutcome, String> {
-        self.catalog.put(e)
+        let outcome = self
+            .catalog
+            .put(NewEntry {
+                method: e.method,
+                url: e.url,
+                fetch_url: e.fetch_url,
+                status: e.status,
+                headers: e.headers,
+                body: e.body.map(|b| b.id),
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(match outcome {
+            catalog::PutOutcome::Added => PutOutcome::Added,
+            catalog::PutOutcome::Unchanged => PutOutcome::Unchanged,
+            catalog::PutOutcome::Conflict => PutOutcome::Conflict,
+        })
     }
 
     fn record_miss(&mut self, method: String, url: String) {

@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod exchange;
 pub mod headers;
+pub mod policy;
 pub mod redirects;
 pub mod server;
 pub mod url;
@@ -24,9 +25,9 @@ use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 use crate::inventory::store::Store;
-use crate::plugin::{Chain, Limits};
 use crate::tls::Authority;
 use body::ProxyBody;
+use policy::Policy;
 
 pub type Upstream = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
@@ -58,12 +59,13 @@ impl Default for Timeouts {
 }
 
 pub struct Proxy {
-    pub chain: Chain,
+    pub policy: Arc<dyn Policy>,
     pub catalog: Arc<Catalog>,
     pub ca: Arc<Authority>,
     pub upstream: Option<Upstream>,
     pub store: Option<Arc<Store>>,
-    pub limits: Limits,
+    /// The largest body buffered for a policy that asks for one.
+    pub body_limit: usize,
     pub timeouts: Timeouts,
     /// The redirects relayed recently, so a follow-up request knows its chain.
     pub redirects: redirects::Redirects,
@@ -73,21 +75,21 @@ pub struct Proxy {
 
 impl Proxy {
     pub fn new(
-        chain: Chain,
+        policy: Arc<dyn Policy>,
         catalog: Arc<Catalog>,
         ca: Arc<Authority>,
         upstream: Option<Upstream>,
         store: Option<Arc<Store>>,
-        limits: Limits,
+        body_limit: usize,
         timeouts: Timeouts,
     ) -> Self {
         Self {
-            chain,
+            policy,
             catalog,
             ca,
             upstream,
             store,
-            limits,
+            body_limit,
             timeouts,
             redirects: redirects::Redirects::default(),
             next_id: AtomicU64::new(1),

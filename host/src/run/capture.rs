@@ -149,7 +149,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
              sent them; replay patches them again when given the same --patch"
         );
     }
-    setup::report(&running.proxy);
+    setup::report(&running).await;
     if let Ended::Signalled(sig) = ended {
         eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
     }
