@@ -72,10 +72,19 @@ rustPlatform.buildRustPackage {
     "buildproxy"
   ];
   # Unit tests of the host and of every plugin (run natively). The
-  # end-to-end tests need curl, wget, git, … and a Nix; they run in CI.
+  # end-to-end tests need curl, wget, git, … and a Nix; they run in CI
+  # (tests/run.sh).
   cargoTestFlags = [
     "--workspace"
     "--lib"
+  ];
+  # A unit test that runs an outside program (a real nix-instantiate, say)
+  # lives in a module named `needs_tools`: this build has none of them. The
+  # e2e test `suite::the_package_check_phase_runs_no_test_that_needs_an_outside_program`
+  # runs this selection with an empty PATH and fails if one is missed.
+  checkFlags = [
+    "--skip"
+    "needs_tools::"
   ];
   # Tests bind 127.0.0.1.
   __darwinAllowLocalNetworking = true;

@@ -13,10 +13,25 @@ trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "
 
 # BUILDPROXY_BIN: a buildproxy already built (the test suite passes the one
 # cargo just built; a nested cargo would wait on the suite's build lock).
+# Everything the demo runs besides cargo, checked before anything is built.
+missing=
+for need in curl:curl python3:python3 openssl:openssl tar:tar unshare:util-linux ip:iproute2; do
+  command -v "${need%%:*}" >/dev/null 2>&1 || missing="$missing ${need#*:}"
+done
+if [ -n "$missing" ]; then
+  echo "run.sh needs these Debian packages:$missing" >&2
+  echo "install them (apt-get install --no-install-recommends$missing) and run again" >&2
+  exit 1
+fi
+
 bp=${BUILDPROXY_BIN:-}
 if [ -z "$bp" ]; then
   rustup target list --installed 2>/dev/null | grep -q wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-  cargo build -q --manifest-path "$root/Cargo.toml" -p buildproxy
+  if [ ! -x "$root/target/debug/buildproxy" ]; then
+    echo "== building buildproxy and its plugins: the first build compiles wasmtime," >&2
+    echo "   about 10-15 minutes on 2 cores (cargo shows its progress); later runs take seconds" >&2
+  fi
+  cargo build --manifest-path "$root/Cargo.toml" -p buildproxy
   bp="$root/target/debug/buildproxy"
 fi
 

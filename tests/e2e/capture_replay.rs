@@ -86,7 +86,7 @@ fn every_generated_fetchurl_instantiates_as_a_fixed_output_derivation() {
         "map (e: e.file.drvPath) (import {} {{ fetchurl = import <nix/fetchurl.nix>; }})",
         s.path("proxy_content.nix").display()
     );
-    let out = Command::new("nix-instantiate")
+    let out = nix_tool("nix-instantiate")
         .args(["--eval", "--strict", "--json", "-E", &expr])
         .output()
         .unwrap();
@@ -286,11 +286,23 @@ fn capturing_an_unchanged_build_twice_gives_byte_identical_files() {
         up.https_url("/bytes/20"),
         up.http_url("/status/410")
     );
-    capture(s.dir.path(), &ca, &["-o", "one.nix"], &script);
-    capture(s.dir.path(), &ca, &["-o", "two.nix"], &script);
-    let one = std::fs::read(s.path("one.nix")).unwrap();
-    assert!(!one.is_empty());
-    assert_eq!(one, std::fs::read(s.path("two.nix")).unwrap());
+    for out in ["one.nix", "two.nix"] {
+        let (code, err) = capture(s.dir.path(), &ca, &["-o", out], &script);
+        assert_eq!(code, 0, "{out}: {err}");
+    }
+    let one = std::fs::read_to_string(s.path("one.nix")).unwrap();
+    // Both runs recorded the three downloads: equal files of nothing prove
+    // nothing.
+    let urls: Vec<String> = eval_content(&s.path("one.nix"))
+        .iter()
+        .map(|e| e["url"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(urls.len(), 3, "{one}");
+    for path in ["/bytes/30?b", "/bytes/20"] {
+        assert!(urls.contains(&up.https_url(path)), "{path}: {one}");
+    }
+    assert!(urls.contains(&up.http_url("/status/410")), "{one}");
+    assert_eq!(one, std::fs::read_to_string(s.path("two.nix")).unwrap());
 }
 
 #[test]
@@ -343,4 +355,50 @@ fn a_url_answering_two_different_bodies_keeps_the_first_and_warns() {
     let entries = eval_content(&s.path("proxy_content.nix"));
     let first = std::fs::read(s.path("first")).unwrap();
     assert_eq!(entry(&entries, &counter)["file"]["hash"], sri(&first));
+}
+
+#[test]
+fn replay_never_contacts_the_upstream_even_when_it_is_reachable() {
+    // Offline replay proves nothing here: the upstream stays up, in the same
+    // network namespace, and counts every request it gets.
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let up = Upstream::start(&ca);
+    let hit = up.https_url("/bytes/5000?hit");
+    let want = direct(&ca, &hit);
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--store", "store"],
+        &format!("curl -fsS -o /dev/null '{hit}'"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let before = up.hits();
+    let (https_miss, http_miss) = (up.https_url("/bytes/5001"), up.http_url("/bytes/5002"));
+    let script = format!(
+        "curl -fsS -o hit '{hit}' && curl -fsS -I -o /dev/null '{hit}' && \
+         curl -sS -o /dev/null -o /dev/null -w '%{{http_code}} ' '{https_miss}' '{http_miss}' \
+         > misses"
+    );
+    let out = Command::new(BIN)
+        .current_dir(s.dir.path())
+        .args(["replay", "--proxy-loopback", "--store", "store", "--"])
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(std::fs::read(s.path("hit")).unwrap(), want);
+    assert_eq!(
+        std::fs::read_to_string(s.path("misses")).unwrap(),
+        "404 404 ",
+        "{err}"
+    );
+    assert!(err.contains(&format!("MISS GET {https_miss}")), "{err}");
+    assert!(err.contains(&format!("MISS GET {http_miss}")), "{err}");
+    assert_eq!(
+        up.hits(),
+        before,
+        "replay sent requests to a reachable upstream: {err}"
+    );
 }

@@ -6,7 +6,7 @@
 //! tests.
 //!
 //! A client missing from the machine fails its test with the Debian package
-//! that `.ci/run` installs for it: a skipped client would leave the table
+//! that `tests/run.sh` installs for it: a skipped client would leave the table
 //! unproven.
 
 use std::path::{Path, PathBuf};
@@ -15,16 +15,30 @@ use std::process::{Command, Output};
 use crate::support::*;
 
 /// Panics unless `program args…` runs: the client must be installed.
-fn require(program: &str, args: &[&str], package: &str) {
-    let ok = Command::new(program)
+fn require(program: &str, args: &[&str]) {
+    let ok = tool(program)
         .args(args)
         .output()
         .is_ok_and(|o| o.status.success());
     assert!(
         ok,
-        "`{program} {}` does not run: this test needs {program}; .ci/run installs it \
-         (Debian package {package})",
-        args.join(" ")
+        "`{program} {}` does not run: {}",
+        args.join(" "),
+        missing_tool(program)
+    );
+}
+
+/// pip is a Python module, not a program of its own.
+fn require_pip() {
+    require("python3", &["--version"]);
+    let ok = tool("python3")
+        .args(["-m", "pip", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "`python3 -m pip` does not run: apt-get install python3-pip \
+         (tests/run.sh installs everything the tests need)"
     );
 }
 
@@ -113,13 +127,13 @@ impl Trip {
             quote(&self.s.path("store").display().to_string()),
             quote(script),
         );
-        Command::new("unshare")
+        tool("unshare")
             .current_dir(&dir)
             .env_clear()
             .envs(self.base_env("replay"))
             .args(["-rn", "sh", "-c", &inner])
             .output()
-            .expect("unshare is installed (.ci/run installs util-linux)")
+            .unwrap()
     }
 
     /// Captures, then replays offline, the same script; panics unless both
@@ -183,7 +197,7 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
 
 #[test]
 fn curl_downloads_through_capture_and_offline_replay() {
-    require("curl", &["--version"], "curl");
+    require("curl", &["--version"]);
     let t = Trip::new();
     std::fs::write(t.www("blob.bin"), payload(300_000, 1)).unwrap();
     let url = t.up.url("/blob.bin");
@@ -193,7 +207,7 @@ fn curl_downloads_through_capture_and_offline_replay() {
 
 #[test]
 fn wget_downloads_through_capture_and_offline_replay_with_its_wgetrc() {
-    require("wget", &["--version"], "wget");
+    require("wget", &["--version"]);
     let mut t = Trip::new();
     // A user's WGETRC is kept: its `output_document` still applies.
     let user_rc = t.s.path("user-wgetrc");
@@ -208,7 +222,7 @@ fn wget_downloads_through_capture_and_offline_replay_with_its_wgetrc() {
 
 #[test]
 fn python_urllib_downloads_through_capture_and_offline_replay() {
-    require("python3", &["--version"], "python3");
+    require("python3", &["--version"]);
     let t = Trip::new();
     std::fs::write(t.www("blob.bin"), payload(300_000, 3)).unwrap();
     let url = t.up.url("/blob.bin");
@@ -248,7 +262,7 @@ with zipfile.ZipFile(sys.argv[1], "w") as z:
 
 #[test]
 fn pip_downloads_a_wheel_url_through_capture_and_offline_replay() {
-    require("python3", &["-m", "pip", "--version"], "python3-pip");
+    require_pip();
     let t = Trip::new();
     let wheel = "bpdemo-1.0-py3-none-any.whl";
     write_wheel(&t.www(wheel));
@@ -295,7 +309,7 @@ fn write_repo(bare: &Path, readme: &[u8]) -> String {
 
 #[test]
 fn git_clones_over_dumb_https_through_capture_and_offline_replay() {
-    require("git", &["--version"], "git");
+    require("git", &["--version"]);
     let t = Trip::new();
     let readme = payload(50_000, 4);
     let commit = write_repo(&t.www("repo.git"), &readme);
@@ -323,7 +337,7 @@ fn git_clones_over_dumb_https_through_capture_and_offline_replay() {
 /// capture, and replay names the POST it cannot answer.
 #[test]
 fn git_smart_http_clones_through_capture_but_replay_names_the_post_it_cannot_answer() {
-    require("git", &["--version"], "git");
+    require("git", &["--version"]);
     let t = Trip::new();
     let readme = payload(5_000, 5);
     let commit = write_repo(&t.www("repo.git"), &readme);
@@ -348,7 +362,7 @@ fn git_smart_http_clones_through_capture_but_replay_names_the_post_it_cannot_ans
 /// own `JAVA_TOOL_OPTIONS` still applied.
 #[test]
 fn java_http_url_connection_downloads_through_capture_and_offline_replay() {
-    require("java", &["-version"], "openjdk-17-jdk-headless");
+    require("java", &["-version"]);
     let mut t = Trip::new();
     t.user_env.push((
         "JAVA_TOOL_OPTIONS".into(),
@@ -389,12 +403,48 @@ public class Get {
     }
 }
 
+/// `java.net.http.HttpClient` (what newer Gradle and the Maven resolver's
+/// native transport use) reads the same system properties: the proxy from
+/// `ProxySelector.getDefault()`, trust from the default SSLContext.
+#[test]
+fn java_net_http_client_downloads_through_capture_and_offline_replay() {
+    require("java", &["-version"]);
+    let t = Trip::new();
+    let src = t.s.path("Fetch.java");
+    std::fs::write(
+        &src,
+        r#"
+import java.net.ProxySelector;
+import java.net.URI;
+import java.net.http.*;
+import java.nio.file.*;
+
+public class Fetch {
+    public static void main(String[] args) throws Exception {
+        HttpClient client = HttpClient.newBuilder()
+            .proxy(ProxySelector.getDefault())
+            .build();
+        HttpResponse<Path> r = client.send(
+            HttpRequest.newBuilder(URI.create(args[0])).build(),
+            HttpResponse.BodyHandlers.ofFile(Paths.get("got")));
+        if (r.statusCode() != 200) throw new IllegalStateException("status " + r.statusCode());
+    }
+}
+"#,
+    )
+    .unwrap();
+    std::fs::write(t.www("module.jar"), payload(200_000, 16)).unwrap();
+    let url = t.up.url("/module.jar");
+    t.round_trip(&format!("java {} {url}", src.display()), &url);
+    t.assert_same_as_direct("got", &url);
+}
+
 /// npm fetches a tarball URL. The URL names `localhost`: npm's proxy agent
 /// checks an IP-address URL's certificate against the name "localhost"
 /// (a client bug, whatever the proxy).
 #[test]
 fn npm_packs_a_tarball_url_through_capture_and_offline_replay() {
-    require("npm", &["--version"], "npm");
+    require("npm", &["--version"]);
     let t = Trip::new();
     let pkg = t.s.path("pkg/package");
     std::fs::create_dir_all(&pkg).unwrap();
@@ -423,7 +473,7 @@ fn npm_packs_a_tarball_url_through_capture_and_offline_replay() {
 
 #[test]
 fn cmake_file_download_with_tls_verify_through_capture_and_offline_replay() {
-    require("cmake", &["--version"], "cmake");
+    require("cmake", &["--version"]);
     let t = Trip::new();
     std::fs::write(t.www("blob.bin"), payload(300_000, 7)).unwrap();
     let url = t.up.url("/blob.bin");

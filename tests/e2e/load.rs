@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -256,7 +256,7 @@ fn run_clients(env: &[(String, String)], plan: &Plan) -> (Vec<String>, Duration)
 /// One curl process fetching `wants` in order on one connection; the
 /// bodies arrive back to back on its stdout and are hashed as they come.
 fn client(i: usize, env: &[(String, String)], proto: &str, wants: &[Want]) -> Result<(), String> {
-    let mut child = Command::new("curl")
+    let mut child = tool("curl")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -7,6 +7,7 @@ mod support;
 
 mod capture_replay;
 mod clients;
+mod environment;
 mod load;
 mod nix;
 mod patch;
@@ -14,3 +15,4 @@ mod proxy;
 mod quickstart;
 mod redirect;
 mod reliability;
+mod suite;

@@ -6,7 +6,8 @@
 //! nixpkgs is not needed: `tests/nix/stand-ins.nix` rebuilds the few
 //! functions the library takes from `builtins.derivation` and
 //! `<nix/fetchurl.nix>`, and wraps the cargo-built binary as the package
-//! would. Without Nix these tests fail: `.ci/run` installs Debian's nix-bin.
+//! would. Without Nix these tests fail naming the package (tests/run.sh
+//! installs Debian's nix-bin). Nix runs as Debian ships it: see [`nix_tool`].
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -42,16 +43,10 @@ fn fixture(name: &str) -> String {
     repo().join("tests/nix").join(name).display().to_string()
 }
 
-/// Runs a Nix tool; a missing Nix is a failure that says how to get one.
+/// Runs a Nix tool as Debian ships it ([`nix_tool`]); a missing Nix is a
+/// failure that names the package.
 fn nix(tool: &str, args: &[&str]) -> Output {
-    match Command::new(tool).args(args).output() {
-        Ok(out) => out,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "{tool} is not installed. These tests need a real Nix: .ci/run installs Debian's \
-             nix-bin (apt-get install nix-bin)."
-        ),
-        Err(e) => panic!("running {tool}: {e}"),
-    }
+    nix_tool(tool).args(args).output().unwrap()
 }
 
 /// [`nix`], and it must succeed; returns stdout.

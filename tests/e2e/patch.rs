@@ -161,11 +161,11 @@ impl Project {
             inner.push_str(&quote(a));
         }
         inner.push_str(&format!(" -- sh -c {}", quote(script)));
-        let out = Command::new("unshare")
+        let out = tool("unshare")
             .current_dir(self.s.dir.path())
             .args(["-rn", "sh", "-c", &inner])
             .output()
-            .expect("unshare (util-linux) is installed");
+            .unwrap();
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -116,12 +116,14 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
     let plugin = fixture_plugin("misbehave");
     // The deadline is short where it is the point, and generous where it
     // must not fire first (a loaded machine allocates slowly).
-    for (how, expect, deadline_ms) in [
-        ("trap", "unreachable", "5000"),
-        ("loop", "deadline", "200"),
-        ("grow", "memory limit", "10000"),
-        ("bad-status", "1000", "5000"),
-        ("bad-header", "bad name", "5000"),
+    // `dropped`: a fault leaves the instance in any state, so it is dropped;
+    // an invalid answer is the host's to refuse, the instance is sound.
+    for (how, expect, deadline_ms, dropped) in [
+        ("trap", "unreachable", "5000", 2),
+        ("loop", "deadline", "200", 2),
+        ("grow", "memory", "10000", 2),
+        ("bad-status", "1000", "5000", 0),
+        ("bad-header", "bad name", "5000", 0),
     ] {
         let arg = format!("{}={how}", plugin.display());
         let proxy = proxy_with(
@@ -136,16 +138,21 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
                 "32",
             ],
         );
-        let (status, body) = status_and_body(&proxy.env, &[&up.https_url("/boom")]);
-        assert_eq!(status, 502, "{how}: {body}");
-        assert!(
-            body.contains("misbehave"),
-            "{how}: the 502 names the plugin: {body}"
-        );
-        assert!(
-            body.contains(expect),
-            "{how}: the 502 says why ({expect}): {body}"
-        );
+        // Twice: the second /boom meets a fresh instance, which handles the
+        // same request the same way (a trapped instance cannot be entered
+        // again, and would fail differently).
+        for attempt in 0..2 {
+            let (status, body) = status_and_body(&proxy.env, &[&up.https_url("/boom")]);
+            assert_eq!(status, 502, "{how} #{attempt}: {body}");
+            assert!(
+                body.contains("misbehave"),
+                "{how} #{attempt}: the 502 names the plugin: {body}"
+            );
+            assert!(
+                body.contains(expect),
+                "{how} #{attempt}: the 502 says why ({expect}): {body}"
+            );
+        }
         let want = direct(&ca, &up.https_url("/bytes/1000"));
         for _ in 0..2 {
             assert_eq!(
@@ -154,6 +161,13 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
                 "{how}: next request"
             );
         }
+        let (_, log) = proxy.stop();
+        assert_eq!(
+            log.matches("plugin misbehave: dropped the instance that faulted in on-request")
+                .count(),
+            dropped,
+            "{how}: each faulted instance is dropped and said so: {log}"
+        );
     }
 }
 
@@ -277,17 +291,24 @@ fn a_rewrite_is_seen_by_later_plugins_and_by_the_upstream() {
     let scratch = Scratch::new();
     let ca = TestCa::new(scratch.dir.path());
     let up = Upstream::start(&ca);
-    // The first plugin rewrites /chain to /bytes/64/chain; the second would
-    // answer /chain locally, and still does: the rewritten URL contains it.
+    // The first plugin rewrites /chain to /bytes/64/chain: the upstream
+    // answers the rewritten URL.
     let rewrite = fixture_arg("rewrite:/bytes/64/chain");
     let proxy = proxy_with(&scratch, &ca, &["--plugin", &rewrite]);
     let got = fetch(&proxy.env, &[&up.https_url("/chain")]);
+    assert_eq!(up.hits(), 1, "the upstream was asked once");
     assert_eq!(got, direct(&ca, &up.https_url("/bytes/64/chain")));
-    let respond = fixture_arg("respond:second saw it");
-    let proxy = proxy_with(&scratch, &ca, &["--plugin", &rewrite, "--plugin", &respond]);
+    // A second plugin answers with the request it was given: the rewritten
+    // URL and the header the first added, not the client's /x/chain.
+    let echo = fixture_arg("echo");
+    let proxy = proxy_with(&scratch, &ca, &["--plugin", &rewrite, "--plugin", &echo]);
+    let seen = String::from_utf8(fetch(&proxy.env, &[&up.https_url("/x/chain")])).unwrap();
     assert_eq!(
-        fetch(&proxy.env, &[&up.https_url("/x/chain")]),
-        b"second saw it"
+        seen,
+        format!(
+            "{} rewritten-by=rewrite:/bytes/64/chain",
+            up.https_url("/bytes/64/chain")
+        )
     );
 }
 

@@ -1,8 +1,6 @@
 //! Redirects and non-success statuses: the host links a chain's exchanges,
 //! the redirect plugin records and replays them (faithful or flattened).
 
-use std::process::Command;
-
 use url::form_urlencoded::byte_serialize;
 
 use crate::support::*;
@@ -237,7 +235,7 @@ fn a_nix_buildproxy_file_whose_entry_says_302_and_location_replays_as_a_redirect
          then \"{root}/empty\" else \"{root}/tool.tar.gz\"; }})",
         sri(b"")
     );
-    let out = Command::new("nix-instantiate")
+    let out = nix_tool("nix-instantiate")
         .args(["--eval", "--strict", "--raw", "-E", &expr])
         .output()
         .unwrap();
@@ -245,7 +243,7 @@ fn a_nix_buildproxy_file_whose_entry_says_302_and_location_replays_as_a_redirect
         out.stdout
     } else {
         // Nix 2.8 has no --raw: read the JSON string it prints.
-        let out = Command::new("nix-instantiate")
+        let out = nix_tool("nix-instantiate")
             .args(["--eval", "--strict", "--json", "-E", &expr])
             .output()
             .unwrap();

@@ -633,10 +633,10 @@ fn with_small_disk(mnt: &std::path::Path, script: &str) {
         "set -e\nmount -t tmpfs -o size=1m tmpfs '{}'\n{script}",
         mnt.display()
     );
-    let out = Command::new("unshare")
+    let out = tool("unshare")
         .args(["-rm", "sh", "-c", &full])
         .output()
-        .expect("unshare (util-linux) is installed");
+        .unwrap();
     assert!(
         out.status.success(),
         "the namespace script failed: {}{}",
@@ -823,5 +823,108 @@ fn a_broken_file_to_merge_into_stops_capture_before_the_build_runs() {
     assert_eq!(
         std::fs::read_to_string(s.path("proxy_content.nix")).unwrap(),
         broken
+    );
+}
+
+/// curl's exit codes for a transfer that ended early: 16 (HTTP/2 framing),
+/// 18 (partial file), 56 (receive failure), 92 (HTTP/2 stream error).
+const CUT_SHORT: [&str; 4] = ["16", "18", "56", "92"];
+
+/// `curl --http1.1` and `curl --http2` of `url`, each leaving
+/// `<version>.{body,version,exit}` behind.
+fn curl_both_versions(url: &str) -> String {
+    ["http1.1", "http2"]
+        .iter()
+        .map(|v| {
+            format!(
+                "curl --{v} -sS -o {v}.body -w '%{{http_version}}' '{url}' > {v}.version; \
+                 echo $? > {v}.exit\n"
+            )
+        })
+        .collect()
+}
+
+/// Asserts both versions' transfers failed, over the protocol they asked
+/// for, short of `size` bytes.
+fn assert_both_cut_short(s: &Scratch, size: usize, log: &str) {
+    let read = |f: &str| std::fs::read_to_string(s.path(f)).unwrap_or_default();
+    for (v, version) in [("http1.1", "1.1"), ("http2", "2")] {
+        let exit = read(&format!("{v}.exit"));
+        assert!(
+            CUT_SHORT.contains(&exit.trim()),
+            "{v}: curl exit {exit:?}: a body cut short must never end cleanly: {log}"
+        );
+        assert_eq!(read(&format!("{v}.version")), version, "{v}");
+        let got = std::fs::metadata(s.path(&format!("{v}.body"))).map_or(0, |m| m.len());
+        assert!((got as usize) < size, "{v}: {got} bytes");
+    }
+}
+
+#[test]
+fn a_store_file_shorter_than_its_recorded_size_ends_the_transfer_with_an_error() {
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let up = Upstream::start(&ca);
+    let url = up.https_url("/bytes/300000");
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--store", "store"],
+        &format!("curl -fsS -o /dev/null '{url}'"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let blobs: Vec<_> = std::fs::read_dir(s.path("store/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(blobs.len(), 1, "{blobs:?}");
+    // Replay took the size when it loaded the store; the file shrinks
+    // afterwards, while the build runs.
+    let blob = blobs[0].display().to_string();
+    let script = format!(
+        "chmod u+w '{blob}' && truncate -s 100000 '{blob}' && {}",
+        curl_both_versions(&url)
+    );
+    let (_, err) = replay_offline(s.dir.path(), &["--store", "store"], &script);
+    assert_both_cut_short(&s, 300_000, &err);
+}
+
+#[test]
+fn an_upstream_that_fails_mid_body_never_looks_whole_to_an_h2_client() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Sends 100,000 bytes with no content-length (so only the proxy's error
+    // can tell the client the body is cut short), and fails the body a
+    // moment later, once the head and those bytes have reached the proxy.
+    let addr = spawn_server(&rt, Some(ca.server.clone()), |_req| async {
+        let frames = futures_util::stream::unfold(0, |step| async move {
+            let frame: Result<Frame<bytes::Bytes>, std::io::Error> = match step {
+                0 => Ok(Frame::data(bytes::Bytes::from(payload(100_000, 7)))),
+                1 => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    Err(std::io::Error::other("upstream cut off on purpose"))
+                }
+                _ => return None,
+            };
+            Some((frame, step + 1))
+        });
+        let body = StreamBody::new(frames);
+        Ok::<_, std::convert::Infallible>(hyper::Response::builder().body(body).unwrap())
+    });
+    let url = format!("https://{addr}/cut.bin");
+    let (code, err) = capture(s.dir.path(), &ca, &[], &curl_both_versions(&url));
+    assert_eq!(code, 0, "{err}");
+    assert_both_cut_short(&s, 200_000, &err);
+    let content = std::fs::read_to_string(s.path("proxy_content.nix")).unwrap();
+    assert!(
+        !content.contains("cut.bin"),
+        "a cut body was recorded: {content}"
     );
 }

@@ -366,14 +366,14 @@ pub fn parse_export(line: &str) -> (String, String) {
 
 /// Runs curl with exactly the given environment (plus PATH) and args.
 pub fn curl(env: &[(String, String)], args: &[&str]) -> Output {
-    Command::new("curl")
+    tool("curl")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap())
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .args(["-sS", "--max-time", "60"])
         .args(args)
         .output()
-        .expect("curl is installed (.ci/run installs it)")
+        .unwrap()
 }
 
 /// curl through the proxy; panics unless it succeeded; returns the body.
@@ -501,7 +501,7 @@ async fn git_http_backend(
             .unwrap_or("")
             .to_string()
     };
-    let mut cmd = Command::new("git");
+    let mut cmd = tool("git");
     cmd.arg("http-backend")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -525,7 +525,7 @@ async fn git_http_backend(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let out = tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().expect("git is installed (.ci/run installs it)");
+        let mut child = cmd.spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         let writer = std::thread::spawn(move || stdin.write_all(&body));
         let out = child.wait_with_output().unwrap();
@@ -833,11 +833,11 @@ pub fn replay_offline(dir: &Path, extra: &[&str], script: &str) -> (i32, String)
         inner.push_str(&quote(a));
     }
     inner.push_str(&format!(" -- sh -c {}", quote(script)));
-    let out = Command::new("unshare")
+    let out = tool("unshare")
         .current_dir(dir)
         .args(["-rn", "sh", "-c", &inner])
         .output()
-        .expect("unshare (util-linux) is installed");
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.code().unwrap_or(-1), err)
 }
@@ -878,6 +878,64 @@ pub fn wait_for(path: &std::path::Path) {
     }
 }
 
+// --- outside programs ----------------------------------------------------------
+
+/// The Debian package that brings `program`, from `tests/tools.txt` (the
+/// list `tests/run.sh` installs from).
+pub fn package_of(program: &str) -> &'static str {
+    include_str!("../tools.txt")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .find(|(p, _)| *p == program)
+        .map_or("(unknown: add it to tests/tools.txt)", |(_, pkg)| {
+            pkg.trim()
+        })
+}
+
+/// Whether `program` is on PATH (or is a path that exists).
+pub fn installed(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            std::fs::metadata(dir.join(program)).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt as _;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
+    })
+}
+
+/// A command for an outside program this test needs. When it is missing the
+/// test fails with one line naming the package to install; the other tests
+/// go on (tests/run.sh runs them with --no-fail-fast).
+pub fn tool(program: &str) -> Command {
+    assert!(installed(program), "{}", missing_tool(program));
+    Command::new(program)
+}
+
+pub fn missing_tool(program: &str) -> String {
+    format!(
+        "this test needs `{program}`, which is not installed: apt-get install {} \
+         (tests/run.sh installs everything the tests need)",
+        package_of(program)
+    )
+}
+
+/// A Nix tool as Debian's nix-bin ships it, as root: no `nixbld` group, no
+/// daemon, no nix.conf. Nix refuses to build while `build-users-group` names
+/// a group that does not exist, so builds run as the caller instead; the
+/// user's own NIX_CONFIG is kept, this line comes last.
+pub fn nix_tool(program: &str) -> Command {
+    let mut cmd = tool(program);
+    let mut config = std::env::var("NIX_CONFIG").unwrap_or_default();
+    config.push_str("\nbuild-users-group =\n");
+    cmd.env("NIX_CONFIG", config);
+    cmd
+}
+
 // --- reading what capture wrote ---------------------------------------------
 
 /// A generated (or hand-written) content file through real Nix, with a
@@ -890,10 +948,10 @@ pub fn eval_content(file: &Path) -> Vec<serde_json::Value> {
          file = e.file; }}) (import {} {{ fetchurl = args: args; }})",
         file.display()
     );
-    let out = Command::new("nix-instantiate")
+    let out = nix_tool("nix-instantiate")
         .args(["--eval", "--strict", "--json", "-E", &expr])
         .output()
-        .expect("nix-instantiate is installed (.ci/run installs nix-bin)");
+        .unwrap();
     assert!(
         out.status.success(),
         "nix-instantiate: {}",

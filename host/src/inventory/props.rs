@@ -409,48 +409,77 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|c| c.parse::<u32>().ok())
-            .map_or(12, |c| (c / 50).max(12)),
-        ..ProptestConfig::default()
-    })]
+/// Tests that run an outside program (here a real `nix-instantiate`). The
+/// Nix package's check phase has no Nix in it, so `nix/package.nix` skips
+/// every module of this name, explicitly (`checkFlags`); the e2e test
+/// `suite::the_package_check_phase_runs_no_test_that_needs_an_outside_program`
+/// fails if a test outside such a module needs a program.
+mod needs_tools {
+    use super::*;
 
     /// What the writer renders, real Nix reads as the same entries: url,
     /// method, status, headers, and each body's fetchurl url, hash and name.
     #[test]
-    fn nix_instantiate_reads_what_the_writer_meant(entries in vec(entry(), 1..6)) {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("proxy_content.nix");
-        nix::write_atomic(&file, &entries).unwrap();
-        let expr = format!("import {} {{ fetchurl = args: args; }}", file.display());
-        let out = std::process::Command::new("nix-instantiate")
-            .args(["--eval", "--strict", "--json", "-E", &expr])
-            .output()
-            .expect("nix-instantiate is installed (.ci/run installs nix-bin)");
-        prop_assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let got: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-        let want = sorted(entries);
-        prop_assert_eq!(got.len(), want.len());
-        for (g, e) in got.iter().zip(&want) {
-            prop_assert_eq!(g["url"].as_str(), Some(e.url.as_str()));
-            prop_assert_eq!(g["method"].as_str(), Some(e.method.as_str()));
-            prop_assert_eq!(g["status_code"].as_u64(), Some(u64::from(e.status)));
-            let headers: BTreeMap<String, String> = serde_json::from_value(g["headers"].clone()).unwrap();
-            prop_assert_eq!(&headers, &e.headers);
-            match &e.body {
-                None => prop_assert!(g["file"].is_null()),
-                Some(b) => {
-                    let f = &g["file"];
-                    prop_assert_eq!(f["url"].as_str(), Some(e.fetch_url()));
-                    prop_assert_eq!(f["hash"].as_str(), b.hash.as_deref());
-                    let name = e.name.clone().or_else(|| names::store_name_for(e.fetch_url()));
-                    prop_assert_eq!(f["name"].as_str(), name.as_deref());
+    fn nix_instantiate_reads_what_the_writer_meant() {
+        // Checked once, so a missing Nix is one line, not one per case.
+        let nix = std::process::Command::new("nix-instantiate")
+            .arg("--version")
+            .output();
+        assert!(
+            nix.is_ok_and(|o| o.status.success()),
+            "this test needs `nix-instantiate`, which is not installed: apt-get install nix-bin \
+             (tests/run.sh installs everything the tests need)"
+        );
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse::<u32>().ok())
+            .map_or(12, |c| (c / 50).max(12));
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases,
+            ..ProptestConfig::default()
+        });
+        runner
+            .run(&vec(entry(), 1..6), |entries| {
+                let dir = tempfile::tempdir().unwrap();
+                let file = dir.path().join("proxy_content.nix");
+                nix::write_atomic(&file, &entries).unwrap();
+                let expr = format!("import {} {{ fetchurl = args: args; }}", file.display());
+                let out = std::process::Command::new("nix-instantiate")
+                    .args(["--eval", "--strict", "--json", "-E", &expr])
+                    .output()
+                    .unwrap();
+                prop_assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let got: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+                let want = sorted(entries);
+                prop_assert_eq!(got.len(), want.len());
+                for (g, e) in got.iter().zip(&want) {
+                    prop_assert_eq!(g["url"].as_str(), Some(e.url.as_str()));
+                    prop_assert_eq!(g["method"].as_str(), Some(e.method.as_str()));
+                    prop_assert_eq!(g["status_code"].as_u64(), Some(u64::from(e.status)));
+                    let headers: BTreeMap<String, String> =
+                        serde_json::from_value(g["headers"].clone()).unwrap();
+                    prop_assert_eq!(&headers, &e.headers);
+                    match &e.body {
+                        None => prop_assert!(g["file"].is_null()),
+                        Some(b) => {
+                            let f = &g["file"];
+                            prop_assert_eq!(f["url"].as_str(), Some(e.fetch_url()));
+                            prop_assert_eq!(f["hash"].as_str(), b.hash.as_deref());
+                            let name = e
+                                .name
+                                .clone()
+                                .or_else(|| names::store_name_for(e.fetch_url()));
+                            prop_assert_eq!(f["name"].as_str(), name.as_deref());
+                        }
+                    }
                 }
-            }
-        }
+                Ok(())
+            })
+            .unwrap();
     }
 }
 

@@ -209,11 +209,19 @@ impl Chain {
                 p.pool.lock().unwrap().push(lease.instance);
                 Ok(r)
             }
-            Err(e) => Err(Fault {
-                by: p.name.clone(),
-                hook,
-                reason: classify(&e, self.limits.deadline),
-            }),
+            // The instance is dropped: its state may be anything now.
+            Err(e) => {
+                tracing::warn!(
+                    "plugin {}: dropped the instance that faulted in {hook}; the next call \
+                     starts a fresh one",
+                    p.name
+                );
+                Err(Fault {
+                    by: p.name.clone(),
+                    hook,
+                    reason: classify(&e, self.limits.deadline),
+                })
+            }
         }
     }
 

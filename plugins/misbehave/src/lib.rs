@@ -10,7 +10,9 @@
 //!
 //! It also behaves, for the chain-semantics tests, on URLs containing
 //! `/chain`: `respond:TEXT` answers locally with TEXT; `rewrite:PATH`
-//! rewrites the request's path to PATH and adds `x-rewritten-by`.
+//! rewrites the request's path to PATH and adds `x-rewritten-by`; `echo`
+//! answers with the URL and the `x-rewritten-by` header it was given, so a
+//! test sees what an earlier plugin's rewrite made of the request.
 
 use buildproxy_plugin_sdk::{
     Body, Host, Mode, Plugin, Request, RequestAction, Response, ResponseAction, ResponseHead,
@@ -46,6 +48,21 @@ impl Plugin for Misbehave {
                         headers: vec![],
                     },
                     body: Body::Bytes(text.as_bytes().to_vec()),
+                });
+            }
+            if self.how == "echo" {
+                let by = req
+                    .headers
+                    .iter()
+                    .find(|(name, _)| name == "x-rewritten-by")
+                    .map(|(_, value)| String::from_utf8_lossy(value).into_owned());
+                let text = format!("{} rewritten-by={}", req.url, by.unwrap_or_default());
+                return RequestAction::Respond(Response {
+                    head: ResponseHead {
+                        status: 200,
+                        headers: vec![],
+                    },
+                    body: Body::Bytes(text.into_bytes()),
                 });
             }
             if let Some(path) = self.how.strip_prefix("rewrite:") {
