@@ -4,8 +4,13 @@
 //!
 //! A plugin names a body only by an id this catalog issued: replay can serve
 //! nothing but files the content named.
+//!
+//! It also keeps what the user must be told at the end of the run (failed
+//! downloads, conflicts, notes), from the host and from plugins alike, each
+//! (kind, URL) once: the summary lists a failed download once, however many
+//! parts of the proxy saw it fail.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -45,6 +50,48 @@ pub enum PutOutcome {
     Conflict,
 }
 
+/// What a line of the end-of-run summary is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// The build did not get a download whole.
+    Failed,
+    /// A request the recorded content cannot answer.
+    Missed,
+    /// Two answers for one URL; the first is kept.
+    Conflict,
+    /// Something asked for that did not happen (a rule that matched nothing).
+    Unused,
+    Note,
+}
+
+/// One thing the user is told, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Told {
+    pub kind: Kind,
+    pub url: Option<String>,
+    /// The method, when the host saw the exchange itself.
+    pub method: Option<String>,
+    pub reason: String,
+    /// Who said it: a plugin's name, or `None` for the host.
+    pub by: Option<String>,
+}
+
+impl std::fmt::Display for Told {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(m) = &self.method {
+            write!(f, "{m} ")?;
+        }
+        if let Some(url) = &self.url {
+            write!(f, "{url}: ")?;
+        }
+        write!(f, "{}", self.reason)?;
+        if let Some(by) = &self.by {
+            write!(f, " ({by})")?;
+        }
+        Ok(())
+    }
+}
+
 /// A body id the catalog never issued.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("body {0:?} was not issued by the host")]
@@ -66,7 +113,8 @@ pub struct Catalog {
     index: RwLock<Index>,
     blobs: RwLock<HashMap<String, BlobRef>>,
     misses: Mutex<BTreeSet<(String, String)>>,
-    errors: Mutex<Vec<String>>,
+    /// By (kind, URL): the first thing said about it is kept.
+    told: Mutex<BTreeMap<(Kind, String), (u64, Told)>>,
     pub stats: Stats,
     /// Print one line per recorded entry (capture).
     pub announce: bool,
@@ -213,14 +261,46 @@ impl Catalog {
         self.misses.lock().unwrap().iter().cloned().collect()
     }
 
-    /// An exchange that failed (upstream error, plugin fault): for the summary.
-    pub fn record_error(&self, what: String) {
-        self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        self.errors.lock().unwrap().push(what);
+    /// An exchange the host saw fail (upstream error, plugin fault, the
+    /// content store): for the summary.
+    pub fn record_failure(&self, method: &str, url: &str, reason: String) {
+        self.tell(Told {
+            kind: Kind::Failed,
+            url: Some(url.to_string()),
+            method: Some(method.to_string()),
+            reason,
+            by: None,
+        });
     }
 
-    pub fn errors(&self) -> Vec<String> {
-        self.errors.lock().unwrap().clone()
+    /// Keeps a line for the summary, unless one of its kind was kept for
+    /// its URL already.
+    pub fn tell(&self, told: Told) {
+        let mut all = self.told.lock().unwrap();
+        let key = (told.kind, told.url.clone().unwrap_or_default());
+        let order = all.len() as u64;
+        if let std::collections::btree_map::Entry::Vacant(slot) = all.entry(key) {
+            if told.kind == Kind::Failed {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            slot.insert((order, told));
+        }
+    }
+
+    /// What the summary says, in the order it was first said.
+    pub fn told(&self) -> Vec<Told> {
+        let all = self.told.lock().unwrap();
+        let mut lines: Vec<_> = all.values().cloned().collect();
+        lines.sort_by_key(|(order, _)| *order);
+        lines.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// The failed downloads, each once.
+    pub fn failures(&self) -> Vec<Told> {
+        self.told()
+            .into_iter()
+            .filter(|t| t.kind == Kind::Failed)
+            .collect()
     }
 
     pub fn entries(&self) -> Vec<Entry> {
@@ -253,5 +333,39 @@ pub fn human_size(size: Option<u64>) -> String {
         Some(n) if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
         Some(n) if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
         Some(n) => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_download_is_listed_once_with_what_was_said_first() {
+        let c = Catalog::default();
+        let url = "https://a.test/x";
+        c.record_failure("GET", url, "upstream reset".into());
+        c.tell(Told {
+            kind: Kind::Failed,
+            url: Some(url.into()),
+            method: None,
+            reason: "not recorded: upstream reset".into(),
+            by: Some("capture".into()),
+        });
+        c.tell(Told {
+            kind: Kind::Note,
+            url: Some(url.into()),
+            method: None,
+            reason: "served as recorded".into(),
+            by: Some("redirect".into()),
+        });
+        let failures = c.failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(
+            failures[0].to_string(),
+            "GET https://a.test/x: upstream reset"
+        );
+        assert_eq!(c.stats.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(c.told().len(), 2);
     }
 }

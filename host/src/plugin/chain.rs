@@ -19,11 +19,12 @@ use super::bindings::{
 use super::engine::{Limits, Runtime};
 use super::fault::{DeadlineExceeded, Fault, FaultReason, MemoryCap, classify};
 use super::lane;
-use super::state::{Counters, HostState};
+use super::state::{Counters, HostState, Stash};
 use super::{PluginError, PluginSpec};
 use crate::catalog::Catalog;
 use crate::proxy::policy::{
-    self, BoxFuture, Policy, Request, RequestOutcome, ResponseHead, ResponseOutcome, Summary,
+    self, BoxFuture, Policy, Request, RequestOutcome, ResponseHead, ResponseOutcome, Resume,
+    Summary,
 };
 
 struct Instance {
@@ -40,6 +41,8 @@ struct Loaded {
     /// runs, so instances (and their memory) are bounded.
     permits: Arc<Semaphore>,
     counters: Counters,
+    /// Exchange state, by exchange, shared by the plugin's instances.
+    stash: Stash,
     /// What `configure` said it has an opinion on; the rest is skipped.
     wants: HooksWanted,
 }
@@ -76,6 +79,7 @@ impl Chain {
                 pool: Mutex::new(Vec::new()),
                 permits: Arc::new(Semaphore::new(runtime.limits.instances.max(1))),
                 counters: Counters::default(),
+                stash: Stash::default(),
                 wants: HooksWanted::all(),
             });
         }
@@ -139,6 +143,8 @@ impl Chain {
                 },
                 counters: p.counters.clone(),
                 ticks_left: 0,
+                exchange: None,
+                stash: p.stash.clone(),
             },
         );
         store.limiter(|s| &mut s.memory);
@@ -176,7 +182,7 @@ impl Chain {
 
     /// Checks an instance out for one call, with the deadline armed; waits
     /// while the plugin has as many calls running as it may have instances.
-    async fn lease(&self, p: &Loaded) -> Result<Lease, Fault> {
+    async fn lease(&self, p: &Loaded, exchange: Option<u64>) -> Result<Lease, Fault> {
         let permit = p
             .permits
             .clone()
@@ -189,6 +195,7 @@ impl Chain {
             None => self.instantiate(p).await?.0,
         };
         arm(&mut instance.store, &self.limits);
+        instance.store.data_mut().exchange = exchange;
         Ok(Lease {
             instance,
             _permit: permit,
@@ -225,12 +232,20 @@ impl Chain {
         }
     }
 
-    /// `on-request` in chain order until one plugin responds.
-    async fn request(&self, id: u64, req: Request) -> Result<RequestOutcome, Fault> {
-        let mut req: wit::Request = req.into();
-        let mut by = None;
-        for p in self.wanting(HooksWanted::ON_REQUEST) {
-            let mut l = self.lease(p).await?;
+    /// `on-request` in chain order until one plugin responds or asks for
+    /// the body, from the plugin at `start`.
+    async fn request(
+        &self,
+        id: u64,
+        mut req: wit::Request,
+        start: usize,
+        mut by: Option<Arc<str>>,
+    ) -> Result<RequestOutcome, Fault> {
+        for (i, p) in self.plugins.iter().enumerate().skip(start) {
+            if !p.wants.contains(HooksWanted::ON_REQUEST) {
+                continue;
+            }
+            let mut l = self.lease(p, Some(id)).await?;
             let (l, sent, r) = lane::run(async move {
                 let hooks = l.instance.bindings.buildproxy_plugin_hooks();
                 let r = hooks.call_on_request(&mut l.instance.store, id, &req).await;
@@ -250,12 +265,56 @@ impl Chain {
                         response: response.into(),
                     });
                 }
+                RequestAction::WantBody => {
+                    return Ok(RequestOutcome::WantBody {
+                        request: req.into(),
+                        resume: Resume { at: i, by },
+                    });
+                }
             }
         }
         Ok(RequestOutcome::Forward {
             request: req.into(),
             by,
         })
+    }
+
+    /// `on-request-body` for the plugin that asked; its answer stands for
+    /// its `on-request`, and the chain goes on after it.
+    async fn request_body(
+        &self,
+        id: u64,
+        req: Request,
+        body: Bytes,
+        resume: Resume,
+    ) -> Result<RequestOutcome, Fault> {
+        let mut req: wit::Request = req.into();
+        let Resume { at, mut by } = resume;
+        let p = &self.plugins[at];
+        let mut l = self.lease(p, Some(id)).await?;
+        let (l, sent, r) = lane::run(async move {
+            let hooks = l.instance.bindings.buildproxy_plugin_hooks();
+            let r = hooks
+                .call_on_request_body(&mut l.instance.store, id, &req, &body)
+                .await;
+            (l, req, r)
+        })
+        .await;
+        req = sent;
+        match self.settle(p, "on-request-body", l, r)? {
+            RequestAction::Pass | RequestAction::WantBody => {}
+            RequestAction::Rewrite(r) => {
+                req = r;
+                by = Some(p.name.clone());
+            }
+            RequestAction::Respond(response) => {
+                return Ok(RequestOutcome::Respond {
+                    by: p.name.clone(),
+                    response: response.into(),
+                });
+            }
+        }
+        self.request(id, req, at + 1, by).await
     }
 
     /// `on-response` on every plugin in chain order; head replacements
@@ -273,7 +332,7 @@ impl Chain {
             if !p.wants.contains(HooksWanted::ON_RESPONSE) {
                 continue;
             }
-            let mut l = self.lease(p).await?;
+            let mut l = self.lease(p, Some(id)).await?;
             let (l, sent, r) = lane::run(async move {
                 let hooks = l.instance.bindings.buildproxy_plugin_hooks();
                 let r = hooks
@@ -319,7 +378,7 @@ impl Chain {
         let (mut current, mut replaced) = (body, false);
         for &index in wanting {
             let p = &self.plugins[index];
-            let mut l = self.lease(p).await?;
+            let mut l = self.lease(p, Some(id)).await?;
             let given = current.clone();
             let (l, sent, r) = lane::run(async move {
                 let hooks = l.instance.bindings.buildproxy_plugin_hooks();
@@ -343,7 +402,7 @@ impl Chain {
     async fn complete(&self, id: u64, summary: &Summary) {
         let mut exchange = wit::Exchange::from(summary);
         for p in self.wanting(HooksWanted::ON_COMPLETE) {
-            let mut l = match self.lease(p).await {
+            let mut l = match self.lease(p, Some(id)).await {
                 Ok(l) => l,
                 Err(fault) => {
                     tracing::error!("{fault}");
@@ -383,7 +442,7 @@ impl Chain {
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
             let said = async {
-                let mut l = self.lease(p).await?;
+                let mut l = self.lease(p, None).await?;
                 let r = l
                     .instance
                     .bindings
@@ -403,7 +462,17 @@ impl Chain {
 
 impl Policy for Chain {
     fn on_request(&self, id: u64, req: Request) -> BoxFuture<'_, Result<RequestOutcome, Fault>> {
-        Box::pin(self.request(id, req))
+        Box::pin(self.request(id, req.into(), 0, None))
+    }
+
+    fn on_request_body(
+        &self,
+        id: u64,
+        req: Request,
+        body: Bytes,
+        resume: Resume,
+    ) -> BoxFuture<'_, Result<RequestOutcome, Fault>> {
+        Box::pin(self.request_body(id, req, body, resume))
     }
 
     fn on_response<'a>(
@@ -428,6 +497,15 @@ impl Policy for Chain {
 
     fn on_complete<'a>(&'a self, id: u64, summary: &'a Summary) -> BoxFuture<'a, ()> {
         Box::pin(self.complete(id, summary))
+    }
+
+    fn end(&self, id: u64) {
+        for p in &self.plugins {
+            let mut stash = p.stash.lock().unwrap();
+            if !stash.is_empty() {
+                stash.remove(&id);
+            }
+        }
     }
 }
 

@@ -88,6 +88,7 @@ impl From<&p::Summary> for wit::Exchange {
             body: s.body.clone().map(Into::into),
             error: s.error.clone(),
             source: s.source.into(),
+            request_body: s.request_body.clone().map(Into::into),
         }
     }
 }

@@ -86,7 +86,9 @@ pub enum PluginError {
     Compile { name: String, reason: String },
     /// `reason` says what to change (see `fit`).
     #[error(
-        "plugin {name} does not fit this buildproxy's interface (buildproxy:plugin@0.1.0): {reason}"
+        "plugin {name} does not fit this buildproxy's interface ({}@{}): {reason}",
+        fit::PACKAGE,
+        fit::VERSION
     )]
     Link { name: String, reason: String },
     #[error(

@@ -1,13 +1,15 @@
 //! The host side of a plugin's imports: its log, the live inventory, and
 //! its counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use super::bindings::buildproxy::plugin::{counters, inventory, log, types};
-use super::bindings::{Entry, Level, PutOutcome};
+use super::bindings::buildproxy::plugin::{
+    counters, exchange_state, inventory, log, report, types,
+};
+use super::bindings::{Entry, Kind, Level, PutOutcome};
 use super::fault::MemoryCap;
-use crate::catalog::{self, Catalog, NewEntry};
+use crate::catalog::{self, Catalog, NewEntry, Told};
 
 /// The data of one plugin instance's `Store`.
 pub struct HostState {
@@ -18,7 +20,18 @@ pub struct HostState {
     pub counters: Counters,
     /// Epoch ticks the running call may still yield before its deadline.
     pub ticks_left: u64,
+    /// The exchange whose hook is running (none in `configure`, `report`).
+    pub exchange: Option<u64>,
+    /// What the plugin keeps per exchange, shared by its instances.
+    pub stash: Stash,
 }
+
+/// A plugin's exchange state, by exchange id; the chain removes an
+/// exchange's when it ends.
+pub type Stash = Arc<Mutex<HashMap<u64, Vec<u8>>>>;
+
+/// The most exchange state a plugin may keep (the SDK's limit).
+pub const STATE_LIMIT: usize = buildproxy_plugin_sdk::STATE_LIMIT;
 
 /// A plugin's `counters`, summed over its instances.
 pub type Counters = Arc<Mutex<BTreeMap<String, u64>>>;
@@ -82,5 +95,45 @@ impl counters::Host for HostState {
         let mut counters = self.counters.lock().unwrap();
         let n = counters.entry(name).or_default();
         *n = n.saturating_add(by);
+    }
+}
+
+impl report::Host for HostState {
+    fn tell(&mut self, kind: Kind, url: Option<String>, reason: String) {
+        let kind = match kind {
+            Kind::Failed => catalog::Kind::Failed,
+            Kind::Missed => catalog::Kind::Missed,
+            Kind::Conflict => catalog::Kind::Conflict,
+            Kind::Unused => catalog::Kind::Unused,
+            Kind::Note => catalog::Kind::Note,
+        };
+        self.catalog.tell(Told {
+            kind,
+            url,
+            method: None,
+            reason,
+            by: Some(self.plugin.to_string()),
+        });
+    }
+}
+
+impl exchange_state::Host for HostState {
+    fn get(&mut self) -> Option<Vec<u8>> {
+        let id = self.exchange?;
+        self.stash.lock().unwrap().get(&id).cloned()
+    }
+
+    fn set(&mut self, data: Vec<u8>) -> Result<(), String> {
+        let Some(id) = self.exchange else {
+            return Err("no exchange is running: state is kept only in exchange hooks".into());
+        };
+        if data.len() > STATE_LIMIT {
+            return Err(format!(
+                "{} bytes of exchange state; the limit is {STATE_LIMIT}",
+                data.len()
+            ));
+        }
+        self.stash.lock().unwrap().insert(id, data);
+        Ok(())
     }
 }

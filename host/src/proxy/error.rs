@@ -31,6 +31,13 @@ pub enum ExchangeError {
         .limit >> 20
     )]
     TooBig { size: u64, limit: usize },
+    #[error(
+        "the request body is larger than the plugin body limit of {} MiB (a plugin asked for it); raise --plugin-body-limit-mib",
+        .limit >> 20
+    )]
+    RequestTooBig { limit: usize },
+    #[error("reading the request body: {0}")]
+    ClientBody(String),
     #[error("the recorded body has no file (capture without --store cannot serve recorded bodies)")]
     NoFile,
     #[error("reading the recorded body {}: {source}", .path.display())]
@@ -45,6 +52,7 @@ impl ExchangeError {
         match self {
             Self::Policy(_) => Side::Plugin,
             Self::HeadTimeout(_) | Self::Upstream(_) | Self::UpstreamBody(_) => Side::Upstream,
+            Self::RequestTooBig { .. } | Self::ClientBody(_) => Side::Client,
             Self::NoUpstream | Self::TooBig { .. } | Self::NoFile | Self::ReadBlob { .. } => {
                 Side::Host
             }
@@ -54,6 +62,8 @@ impl ExchangeError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::HeadTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTooBig { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }

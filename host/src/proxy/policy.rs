@@ -97,6 +97,8 @@ pub struct Summary {
     /// Why the exchange failed, if it did.
     pub error: Option<String>,
     pub source: Source,
+    /// Hash (SRI) and size of the request body, when the policy asked for it.
+    pub request_body: Option<Blob>,
 }
 
 /// Where a request goes after [`Policy::on_request`].
@@ -109,6 +111,18 @@ pub enum RequestOutcome {
     },
     /// Answered locally by `by`.
     Respond { by: Arc<str>, response: Response },
+    /// The policy wants the request body before it decides: buffer it and
+    /// call [`Policy::on_request_body`] with `resume`.
+    WantBody { request: Request, resume: Resume },
+}
+
+/// Where the policy's decision on a request continues once it has the body
+/// (opaque to the proxy).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub at: usize,
+    /// Who rewrote the request so far.
+    pub by: Option<Arc<str>>,
 }
 
 /// What [`Policy::on_response`] decided.
@@ -125,6 +139,16 @@ pub struct ResponseOutcome {
 pub trait Policy: Send + Sync {
     /// Forward (maybe rewritten) or answer locally.
     fn on_request(&self, id: u64, req: Request) -> BoxFuture<'_, Result<RequestOutcome, Fault>>;
+
+    /// The request body, buffered because the policy asked for it; decides
+    /// as [`Policy::on_request`] does.
+    fn on_request_body(
+        &self,
+        id: u64,
+        req: Request,
+        body: Bytes,
+        resume: Resume,
+    ) -> BoxFuture<'_, Result<RequestOutcome, Fault>>;
 
     /// Every response head, upstream or local: keep, replace, or ask for
     /// the body.
@@ -148,6 +172,10 @@ pub trait Policy: Send + Sync {
 
     /// After the exchange ended; cannot fail it any more.
     fn on_complete<'a>(&'a self, id: u64, summary: &'a Summary) -> BoxFuture<'a, ()>;
+
+    /// The exchange is gone (completed, or its client left): what the
+    /// policy kept for it can go.
+    fn end(&self, _id: u64) {}
 }
 
 /// The policy (a plugin) failed while deciding about one exchange.

@@ -128,7 +128,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
             + s.unchanged.load(Ordering::Relaxed)
             + s.conflicts.load(Ordering::Relaxed),
     );
-    let errors = catalog.errors();
+    let errors = catalog.failures();
     eprintln!(
         "buildproxy: wrote {} to {} ({} new, {} changed, {}); {}, {} skipped, {} conflicting",
         count(entries.len(), "entry", "entries"),
@@ -149,7 +149,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
              sent them; replay patches them again when given the same --patch"
         );
     }
-    setup::report(&running).await;
+    setup::report(&running, true).await;
     if let Ended::Signalled(sig) = ended {
         eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
     }

@@ -12,11 +12,11 @@ pub mod setup;
 use anyhow::Result;
 
 use crate::cli::PluginsArgs;
-use crate::plugin::{Limits, Runtime, bundled};
+use crate::plugin::{Limits, Runtime, bundled, fit};
 
 /// `buildproxy plugins`: what is bundled, or precompile it for packaging.
 pub fn plugins(args: PluginsArgs) -> Result<i32> {
-    let wit_version = "buildproxy:plugin@0.1.0";
+    let wit_version = format!("{}@{}", fit::PACKAGE, fit::VERSION);
     match args.precompile {
         None => {
             for spec in bundled::default_chain() {

@@ -55,7 +55,7 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
         }
         ended.code()
     };
-    setup::report(&running).await;
+    setup::report(&running, false).await;
     let misses = catalog.misses();
     if !misses.is_empty() {
         eprintln!(

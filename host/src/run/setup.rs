@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Kind};
 use crate::cli::Common;
 use crate::inventory::store::Store;
 use crate::patch_rules;
@@ -101,10 +101,22 @@ fn add_patch_rules(specs: &mut Vec<PluginSpec>, files: &[PathBuf]) -> Result<()>
     Ok(())
 }
 
-/// What the plugins have to say at the end of a run (`report`), on stderr.
-pub async fn report(running: &Running) {
+/// What the plugins have to say at the end of a run (`report`, and what
+/// they told the catalog), on stderr. Failed downloads are left out when the
+/// caller's summary lists them already.
+pub async fn report(running: &Running, failures_listed: bool) {
     for (plugin, line) in running.chain.report().await {
         eprintln!("buildproxy: {plugin}: {line}");
+    }
+    for told in running.proxy.catalog.told() {
+        match told.kind {
+            Kind::Failed if failures_listed => {}
+            Kind::Failed => eprintln!("buildproxy: error: {told}"),
+            Kind::Missed => eprintln!("buildproxy: missed: {told}"),
+            Kind::Conflict => eprintln!("buildproxy: conflict: {told}"),
+            Kind::Unused => eprintln!("buildproxy: unused: {told}"),
+            Kind::Note => eprintln!("buildproxy: note: {told}"),
+        }
     }
 }
 

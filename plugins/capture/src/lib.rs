@@ -9,8 +9,8 @@
 //! - `on-complete`: a complete GET/HEAD exchange from upstream becomes an
 //!   entry when its status is 2xx (with its body), another 3xx
 //!   (status-only), or 404/410 (status-only probes). 5xx, 429, other 4xx,
-//!   failed transfers and other methods are skipped, logged, and listed in
-//!   the end-of-run report.
+//!   failed transfers and other methods are skipped, logged, and told to
+//!   the host's end-of-run summary (`report`).
 //! - Redirects (301, 302, 303, 307, 308 with a `location`) and every
 //!   exchange a redirect led to (its request has a `chain`) are the
 //!   `redirect` plugin's to record: one owner for everything a chain means
@@ -21,7 +21,7 @@
 
 use buildproxy_plugin_sdk::record;
 use buildproxy_plugin_sdk::{
-    Entry, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
+    Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
     ResponseHead, Source, headers,
 };
 
@@ -104,17 +104,11 @@ fn is_redirect(head: &ResponseHead) -> bool {
         && headers::get(&head.headers, "location").is_some()
 }
 
-/// The counter under which a skip the user should hear about is kept for
-/// the report; `None` for skips that are expected (local answers, chains).
-fn reported(summary: &Exchange, why: &str) -> Option<String> {
-    let worth = summary.source == Source::Upstream
-        && (summary.error.is_some() || summary.head.as_ref().is_some_and(|h| h.status >= 400));
-    worth.then(|| {
-        format!(
-            "not recorded: {} {} ({why})",
-            summary.request.method, summary.request.url
-        )
-    })
+/// Whether the user must hear about a skip: upstream failed to give the
+/// build something; local answers and chains are expected.
+fn reported(summary: &Exchange) -> bool {
+    summary.source == Source::Upstream
+        && (summary.error.is_some() || summary.head.as_ref().is_some_and(|h| h.status >= 400))
 }
 
 impl Plugin for Capture {
@@ -135,7 +129,7 @@ impl Plugin for Capture {
     /// It shapes what is sent upstream, records, and reports, in capture only.
     fn hooks(&self) -> Hooks {
         if self.enabled {
-            Hooks::ON_REQUEST | Hooks::ON_COMPLETE | Hooks::REPORT
+            Hooks::ON_REQUEST | Hooks::ON_COMPLETE
         } else {
             Hooks::empty()
         }
@@ -167,13 +161,12 @@ impl Plugin for Capture {
             Decision::Record(entry) => {
                 let url = entry.url.clone();
                 match host.put(entry) {
-                    Ok(PutOutcome::Conflict) => host.log(
-                        Level::Warn,
-                        &format!(
-                            "{url} answered with a different body than before; keeping the first \
-                             (dynamic content is a reproducibility hazard)"
-                        ),
-                    ),
+                    Ok(PutOutcome::Conflict) => {
+                        let why = "answered with a different body than before; the first is \
+                                   kept (dynamic content is a reproducibility hazard)";
+                        host.log(Level::Warn, &format!("{url} {why}"));
+                        host.tell(Kind::Conflict, Some(&url), why);
+                    }
                     Ok(_) => {}
                     Err(e) => host.log(Level::Error, &format!("could not record {url}: {e}")),
                 }
@@ -186,27 +179,15 @@ impl Plugin for Capture {
                         summary.request.method, summary.request.url
                     ),
                 );
-                if let Some(line) = reported(&summary, &why) {
-                    host.count(&line, 1);
+                if reported(&summary) {
+                    host.tell(
+                        Kind::Failed,
+                        Some(&summary.request.url),
+                        &format!("not recorded: {why}"),
+                    );
                 }
             }
         }
-    }
-
-    /// Lists what upstream failed to give (5xx, 429, other errors, broken
-    /// transfers): the build got no recordable answer there.
-    fn report(&mut self, _host: &dyn Host, counters: Vec<(String, u64)>) -> Vec<String> {
-        counters
-            .into_iter()
-            .filter(|(name, _)| name.starts_with("not recorded: "))
-            .map(|(name, n)| {
-                if n > 1 {
-                    format!("{name}, {n} times")
-                } else {
-                    name
-                }
-            })
-            .collect()
     }
 }
 

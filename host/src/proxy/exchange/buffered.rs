@@ -140,10 +140,11 @@ async fn store(flow: &Flow, bytes: &[u8]) -> Blob {
         .unwrap_or_else(|e| Err(e.to_string()));
         match stored {
             Ok(path) => file = Some(path),
-            Err(e) => flow
-                .proxy
-                .catalog
-                .record_error(format!("{}: content store: {e}", flow.request.url)),
+            Err(e) => flow.proxy.catalog.record_failure(
+                &flow.request.method,
+                &flow.request.url,
+                format!("content store: {e}"),
+            ),
         }
     }
     let id = flow.proxy.catalog.register_blob(BlobRef {

@@ -38,9 +38,11 @@ pub(super) fn respond(
                 (Some(store), 200..=299) if flow.method == Method::GET => match store.begin() {
                     Ok(w) => Some(w),
                     Err(e) => {
-                        flow.proxy
-                            .catalog
-                            .record_error(format!("{}: content store: {e}", flow.request.url));
+                        flow.proxy.catalog.record_failure(
+                            &flow.request.method,
+                            &flow.request.url,
+                            format!("content store: {e}"),
+                        );
                         None
                     }
                 },

@@ -24,6 +24,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, header};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::body::{self, Digested, ProxyBody};
@@ -54,7 +55,15 @@ struct Flow {
     request: Request,
     /// The URL it was sent to after rewrites.
     sent_url: String,
+    /// The request body's hash and size, when the policy asked for it.
+    request_body: Option<Blob>,
     _inflight: InFlight,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        self.proxy.policy.end(self.id);
+    }
 }
 
 /// What the body of a response will be made from.
@@ -149,6 +158,7 @@ impl Flow {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string),
             sent_url: url,
+            request_body: None,
             request,
         }
     }
@@ -158,11 +168,29 @@ impl Flow {
         B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let outcome = self
+        let mut outcome = self
             .proxy
             .policy
             .on_request(self.id, self.request.clone())
             .await?;
+        let mut client_body = Some(client_body);
+        let mut buffered: Option<Bytes> = None;
+        while let RequestOutcome::WantBody { request, resume } = outcome {
+            let body = match (&buffered, client_body.take()) {
+                (Some(b), _) => b.clone(),
+                (None, Some(b)) => {
+                    let b = self.read_request_body(b).await?;
+                    buffered = Some(b.clone());
+                    b
+                }
+                (None, None) => unreachable!("the body is taken only to buffer it"),
+            };
+            outcome = self
+                .proxy
+                .policy
+                .on_request_body(self.id, request, body, resume)
+                .await?;
+        }
         match outcome {
             RequestOutcome::Respond { by, response } => {
                 let fault = |reason| Fault {
@@ -181,12 +209,42 @@ impl Flow {
                 };
                 self.respond(response.head, src, Source::Policy).await
             }
+            RequestOutcome::WantBody { .. } => unreachable!("answered by the loop above"),
             RequestOutcome::Forward { request, by } => {
-                let (head, body) = upstream::send(self, request, by, client_body).await?;
+                let body = match (buffered, client_body) {
+                    (Some(b), _) => body::full(b),
+                    (None, Some(b)) => b.map_err(std::io::Error::other).boxed(),
+                    (None, None) => body::empty(),
+                };
+                let (head, body) = upstream::send(self, request, by, body).await?;
                 self.respond(head, BodySource::Upstream(body), Source::Upstream)
                     .await
             }
         }
+    }
+
+    /// The whole request body, for a policy that asked (bounded by the
+    /// body limit); its hash goes into the summary.
+    async fn read_request_body<B>(&mut self, body: B) -> Result<Bytes, ExchangeError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.proxy.body_limit;
+        // A length announced past the limit is refused before a byte is
+        // read (no `100 Continue`): the client stops instead of sending it.
+        if http_body::Body::size_hint(&body).lower() > limit as u64 {
+            return Err(ExchangeError::RequestTooBig { limit });
+        }
+        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ExchangeError::RequestTooBig { limit });
+            }
+            Err(e) => return Err(ExchangeError::ClientBody(e.to_string())),
+        };
+        self.request_body = Some(local::digest(&bytes));
+        Ok(bytes)
     }
 
     /// Phases 3–4 for any response, upstream or local.
@@ -236,7 +294,7 @@ impl Flow {
                 let (method, url) = (&self.request.method, &self.request.url);
                 self.proxy
                     .catalog
-                    .record_error(format!("{method} {url}: {why}"));
+                    .record_failure(method, url, why.to_string());
                 tracing::warn!("{method} {url}: {why}");
                 self.complete(Some(head), None, Some(why.to_string()), source)
                     .await;
@@ -286,6 +344,7 @@ impl Flow {
             body,
             error,
             source,
+            request_body: self.request_body.clone(),
         };
         self.proxy.policy.on_complete(self.id, &summary).await;
     }
@@ -297,7 +356,7 @@ impl Flow {
         tracing::warn!("{method} {url}: {side:?} error: {e}");
         self.proxy
             .catalog
-            .record_error(format!("{method} {url}: {e}"));
+            .record_failure(method, url, e.to_string());
         let resp = error::respond(status, side, url, &e.to_string());
         let head = ResponseHead {
             status: status.as_u16(),

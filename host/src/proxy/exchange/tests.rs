@@ -32,6 +32,17 @@ impl Policy for Fake {
         Box::pin(async move { Ok(outcome) })
     }
 
+    fn on_request_body(
+        &self,
+        _id: u64,
+        req: Request,
+        body: Bytes,
+        _resume: crate::proxy::policy::Resume,
+    ) -> BoxFuture<'_, Result<RequestOutcome, Fault>> {
+        let said = format!("{} {} bytes", req.method, body.len());
+        Box::pin(async move { Ok(respond(200, &[], Body::Bytes(said.into_bytes()))) })
+    }
+
     fn on_response<'a>(
         &'a self,
         _id: u64,

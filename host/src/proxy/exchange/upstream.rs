@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::Flow;
-use crate::proxy::body;
+use crate::proxy::body::{self, ProxyBody};
 use crate::proxy::error::{self, ExchangeError};
 use crate::proxy::headers;
 use crate::proxy::policy::{self, Fault, Request, ResponseHead};
@@ -16,16 +14,12 @@ use crate::proxy::policy::{self, Fault, Request, ResponseHead};
 /// Sends the request and waits for the response head (within
 /// `--response-timeout-secs`). `by` rewrote the request, if anyone did: an
 /// unusable rewrite is its fault.
-pub(super) async fn send<B>(
+pub(super) async fn send(
     flow: &mut Flow,
     sent: Request,
     by: Option<Arc<str>>,
-    client_body: B,
-) -> Result<(ResponseHead, body::Idle<Incoming>), ExchangeError>
-where
-    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+    request_body: ProxyBody,
+) -> Result<(ResponseHead, body::Idle<Incoming>), ExchangeError> {
     flow.sent_url = sent.url.clone();
     let (method, uri, mut hdrs) = policy::check_request(&sent).map_err(|reason| Fault {
         by: by.unwrap_or_else(|| "the policy".into()),
@@ -37,7 +31,7 @@ where
     };
     // The client derives Host from the URI; a stale one would misroute.
     hdrs.remove(header::HOST);
-    let mut upstream_req = hyper::Request::new(client_body.map_err(std::io::Error::other).boxed());
+    let mut upstream_req = hyper::Request::new(request_body);
     *upstream_req.method_mut() = method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = hdrs;
