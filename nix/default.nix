@@ -16,11 +16,12 @@
 let
   importContent = import ./importContent.nix { inherit fetchurl; };
   mkContent = import ./mkContent.nix { inherit importContent writeText; };
-  replayArgs = import ./internal/replayArgs.nix { inherit mkContent writeText; };
+  prepareContent = import ./prepareContent.nix { inherit buildproxy importContent; };
+  replayArgs = import ./internal/replayArgs.nix { inherit prepareContent writeText; };
   shell = import ./internal/shell.nix;
 in
 {
-  inherit importContent mkContent;
+  inherit importContent mkContent prepareContent;
   mkBuildproxy = import ./mkBuildproxy.nix {
     inherit
       buildproxy

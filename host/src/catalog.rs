@@ -17,6 +17,7 @@ use std::sync::{Mutex, RwLock};
 
 use crate::inventory::index::{Index, Insert};
 use crate::inventory::journal::Journal;
+use crate::inventory::prepared::Prepared;
 use crate::inventory::{Body, Entry};
 
 /// A body the host can serve or record.
@@ -108,6 +109,11 @@ pub struct Stats {
     pub completed: AtomicU64,
 }
 
+/// At most this many misses and errors are kept (and printed) one by one;
+/// past it they are only counted: a build that misses 10,000 URLs must not
+/// make the proxy grow or flood the log.
+pub const KEPT: usize = 1000;
+
 #[derive(Default)]
 pub struct Catalog {
     index: RwLock<Index>,
@@ -115,11 +121,17 @@ pub struct Catalog {
     misses: Mutex<BTreeSet<(String, String)>>,
     /// By (kind, URL): the first thing said about it is kept.
     told: Mutex<BTreeMap<(Kind, String), (u64, Told)>>,
+    /// Misses and errors past [`KEPT`]: counted, not kept.
+    pub misses_dropped: AtomicU64,
+    pub errors_dropped: AtomicU64,
     pub stats: Stats,
     /// Print one line per recorded entry (capture).
     pub announce: bool,
     /// Where each recorded entry is made durable at once (capture).
     journal: Mutex<Option<Journal>>,
+    /// Replay's content when prepared: looked up per request, never loaded
+    /// whole (see inventory::prepared).
+    prepared: Option<Prepared>,
 }
 
 impl Catalog {
@@ -138,6 +150,14 @@ impl Catalog {
         catalog
     }
 
+    /// A catalog answering from a prepared content index.
+    pub fn from_prepared(prepared: Prepared) -> Self {
+        Self {
+            prepared: Some(prepared),
+            ..Self::default()
+        }
+    }
+
     /// An empty catalog for capture: it prints one line per recorded entry
     /// and appends it to the journal.
     pub fn for_capture(journal: Option<Journal>) -> Self {
@@ -154,7 +174,7 @@ impl Catalog {
     }
 
     pub fn len(&self) -> usize {
-        self.index.read().unwrap().len()
+        self.index.read().unwrap().len() + self.prepared.as_ref().map_or(0, Prepared::len)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -186,7 +206,32 @@ impl Catalog {
 
     /// The entry a request matches (URL normalised by the index).
     pub fn get(&self, method: &str, url: &str) -> Option<Entry> {
-        self.index.read().unwrap().get(method, url).cloned()
+        let found = self.index.read().unwrap().get(method, url).cloned();
+        found.or_else(|| self.get_prepared(method, url))
+    }
+
+    /// A prepared entry, its body made nameable as loading would have; a
+    /// damaged record or a body that changed is this request's error (the
+    /// message names the file, the entry and the fix).
+    fn get_prepared(&self, method: &str, url: &str) -> Option<Entry> {
+        match self.prepared.as_ref()?.get(method, url) {
+            Ok(Some(e)) => {
+                if let Some(body) = &e.body {
+                    self.blobs
+                        .write()
+                        .unwrap()
+                        .entry(blob_id(body))
+                        .or_insert_with(|| blob_ref(body));
+                }
+                Some(e)
+            }
+            Ok(None) => None,
+            Err(err) => {
+                eprintln!("buildproxy: error: {err}");
+                self.record_error(err.to_string());
+                None
+            }
+        }
     }
 
     /// Records an entry whose body is named by an id this catalog issued.
@@ -250,11 +295,16 @@ impl Catalog {
     }
 
     pub fn record_miss(&self, method: &str, url: &str) {
+        let mut misses = self.misses.lock().unwrap();
+        let key = (method.to_string(), url.to_string());
+        if misses.len() >= KEPT && !misses.contains(&key) {
+            if self.misses_dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                eprintln!("buildproxy: more than {KEPT} misses: the rest are counted, not printed");
+            }
+            return;
+        }
         eprintln!("buildproxy: MISS {method} {url}");
-        self.misses
-            .lock()
-            .unwrap()
-            .insert((method.to_string(), url.to_string()));
+        misses.insert(key);
     }
 
     pub fn misses(&self) -> Vec<(String, String)> {
@@ -273,15 +323,37 @@ impl Catalog {
         });
     }
 
+    /// A failure that names no URL (a damaged content record).
+    pub fn record_error(&self, what: String) {
+        self.tell(Told {
+            kind: Kind::Failed,
+            url: None,
+            method: None,
+            reason: what,
+            by: None,
+        });
+    }
+
+    /// The failures, as the summary prints them.
+    pub fn errors(&self) -> Vec<String> {
+        self.failures().iter().map(ToString::to_string).collect()
+    }
+
     /// Keeps a line for the summary, unless one of its kind was kept for
-    /// its URL already.
+    /// its URL (or, without one, its reason) already. Past [`KEPT`] lines
+    /// they are counted, not kept.
     pub fn tell(&self, told: Told) {
         let mut all = self.told.lock().unwrap();
-        let key = (told.kind, told.url.clone().unwrap_or_default());
+        let about = told.url.clone().unwrap_or_else(|| told.reason.clone());
         let order = all.len() as u64;
-        if let std::collections::btree_map::Entry::Vacant(slot) = all.entry(key) {
+        let full = all.len() >= KEPT;
+        if let std::collections::btree_map::Entry::Vacant(slot) = all.entry((told.kind, about)) {
             if told.kind == Kind::Failed {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if full {
+                self.errors_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
             slot.insert((order, told));
         }

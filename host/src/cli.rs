@@ -24,6 +24,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// A plain intercepting proxy: plugins run, nothing is recorded or replayed.
     Proxy(ProxyArgs),
+    /// Check a content JSON (what Nix builds from a proxy_content.nix) and
+    /// write it prepared for replay, which then starts in constant time.
+    Prepare(PrepareArgs),
     /// List the bundled plugins, or precompile them into a directory.
     Plugins(PluginsArgs),
     /// Turn a plugin's core wasm module (what `cargo build --target
@@ -37,6 +40,16 @@ pub struct Common {
     /// Address to listen on. The default picks a free loopback port.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Allow --listen on an address other machines can reach. They are
+    /// refused unless they send the run's credentials (the proxy URL this
+    /// run exports); warns.
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+    /// Refuse every request without the run's credentials, even from the
+    /// user who started buildproxy (by default that user's processes are
+    /// admitted without them: the JVM cannot send proxy credentials).
+    #[arg(long)]
+    pub require_secret: bool,
     /// Add a plugin (a WebAssembly component) to the chain, after the
     /// bundled ones; `=CONFIG` passes it a config string. Repeatable.
     #[arg(long = "plugin", value_name = "PATH.wasm[=CONFIG]")]
@@ -132,7 +145,8 @@ pub struct CaptureArgs {
 pub struct ReplayArgs {
     #[command(flatten)]
     pub common: Common,
-    /// The JSON Nix builds from a proxy_content.nix (`mkContent`).
+    /// The JSON Nix builds from a proxy_content.nix (`mkContent`), or the
+    /// file `buildproxy prepare` makes from it (`prepareContent`).
     #[arg(long, required_unless_present = "store", conflicts_with = "store")]
     pub content: Option<PathBuf>,
     /// A directory written by `capture --store`.
@@ -167,6 +181,19 @@ pub struct ProxyArgs {
     /// The command to run; with none, serve until interrupted.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// The content JSON (`mkContent`'s output).
+    #[arg(value_name = "CONTENT.json")]
+    pub content: PathBuf,
+    /// The prepared file to write (`replay --content` reads it).
+    #[arg(long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Besides /nix/store, directories the content's files may point into.
+    #[arg(long = "allow-root", value_name = "DIR")]
+    pub allow_roots: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]

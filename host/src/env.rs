@@ -71,12 +71,14 @@ impl ClientEnv {
     /// still needs the system roots, so they join the bundle.
     pub fn prepare(
         addr: SocketAddr,
+        proxy_url: &str,
         ca_pem: &str,
         extra_roots: &[CertificateDer<'_>],
         proxy_loopback: bool,
     ) -> std::io::Result<Self> {
         Self::prepare_with(
             addr,
+            proxy_url,
             ca_pem,
             extra_roots,
             proxy_loopback,
@@ -86,6 +88,7 @@ impl ClientEnv {
 
     fn prepare_with(
         addr: SocketAddr,
+        proxy_url: &str,
         ca_pem: &str,
         extra_roots: &[CertificateDer<'_>],
         proxy_loopback: bool,
@@ -99,19 +102,13 @@ impl ClientEnv {
         }
         std::fs::write(&bundle, pem)?;
         let bundle_str = bundle.display().to_string();
-        let proxy_url = format!("http://{addr}");
         let no_proxy = no_proxy(existing.no_proxy.as_deref(), proxy_loopback);
         let no_proxy_list = no_proxy.join(",");
 
         let wgetrc = dir.path().join("wgetrc");
         std::fs::write(
             &wgetrc,
-            wgetrc_text(
-                existing.wgetrc.as_ref(),
-                &proxy_url,
-                &no_proxy_list,
-                &bundle,
-            ),
+            wgetrc_text(existing.wgetrc.as_ref(), proxy_url, &no_proxy_list, &bundle),
         )?;
         let truststore = dir.path().join("truststore.p12");
         std::fs::write(&truststore, truststore_der(ca_pem, extra_roots)?)?;
@@ -119,7 +116,7 @@ impl ClientEnv {
         let mut vars = Vec::new();
         let mut set = |k: &str, v: &str| vars.push((k.to_string(), v.to_string()));
         for name in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
-            set(name, &proxy_url);
+            set(name, proxy_url);
         }
         set("no_proxy", &no_proxy_list);
         set("NO_PROXY", &no_proxy_list);
@@ -142,12 +139,12 @@ impl ClientEnv {
         // one (Debian's does), ignoring NODE_EXTRA_CA_CERTS; and a proxy
         // in an npmrc beats the proxy variables. npm_config_* beat both.
         set("npm_config_cafile", &bundle_str);
-        set("npm_config_proxy", &proxy_url);
-        set("npm_config_https_proxy", &proxy_url);
+        set("npm_config_proxy", proxy_url);
+        set("npm_config_https_proxy", proxy_url);
         set("npm_config_noproxy", &no_proxy_list);
         // cargo prefers `http.proxy` from its config files to the proxy
         // variables; this one beats the config files.
-        set("CARGO_HTTP_PROXY", &proxy_url);
+        set("CARGO_HTTP_PROXY", proxy_url);
         // Last: readers of `--print-env` output may stop at it.
         set("BUILDPROXY_ADDR", &addr.to_string());
         Ok(Self { vars, bundle, dir })
@@ -284,6 +281,7 @@ mod tests {
         };
         let env = ClientEnv::prepare_with(
             "127.0.0.1:3128".parse().unwrap(),
+            "http://buildproxy:s3cret@127.0.0.1:3128",
             &ca.cert.pem(),
             &[],
             false,
@@ -293,7 +291,14 @@ mod tests {
         let var = |k: &str| &env.vars.iter().find(|(n, _)| n == k).unwrap().1;
         assert_eq!(var("no_proxy"), "corp.example,localhost,127.0.0.1,::1");
         assert_eq!(var("npm_config_noproxy"), var("no_proxy"));
+        assert_eq!(
+            var("https_proxy"),
+            "http://buildproxy:s3cret@127.0.0.1:3128"
+        );
+        assert_eq!(var("CARGO_HTTP_PROXY"), var("https_proxy"));
         let java = var("JAVA_TOOL_OPTIONS");
+        // A JVM prints these options to the build log: no secret in them.
+        assert!(!java.contains("s3cret"), "{java}");
         assert!(
             java.starts_with("-Xmx2g -Dhttp.proxyHost=127.0.0.1 "),
             "{java}"

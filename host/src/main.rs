@@ -24,6 +24,7 @@ fn main() {
             Command::Capture(a) => run::capture::run(a).await,
             Command::Replay(a) => run::replay::run(a).await,
             Command::Proxy(a) => run::proxy::run(a).await,
+            Command::Prepare(a) => run::prepare(a),
             Command::Plugins(a) => run::plugins(a),
             Command::Component(a) => run::component::run(a),
         }

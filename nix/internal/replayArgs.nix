@@ -12,7 +12,7 @@
 #     noDefaultPlugins = false;      # start from an empty plugin chain
 #     extraArgs = [ "--proxy-loopback" ];
 #   }
-{ mkContent, writeText }:
+{ prepareContent, writeText }:
 arg:
 let
   # An attribute set is the options form, unless it is something that
@@ -67,7 +67,7 @@ else
   [
     "replay"
     "--content"
-    "${mkContent options.content}"
+    "${prepareContent options.content}"
   ]
   ++ (if options.noDefaultPlugins or false then [ "--no-default-plugins" ] else [ ])
   ++ builtins.concatMap (p: [

@@ -15,7 +15,11 @@ round, so a noisy neighbour hits both sides of a ratio alike:
 
 Workloads:
 
-- W1  one big file (1 GiB): throughput, proxy peak RSS (VmHWM).
+- W1  one big file (1 GiB): throughput, proxy peak RSS (VmHWM). Replay
+      serves read-only files of a Nix-store-like directory (trusted, as in
+      the sandbox) and, as `buildproxy --store`, the same bodies from a
+      `--store`, where each is hashed as it is served: the cost of
+      verification, in the same rounds.
 - W2  2,000 x 4 KiB: `seq` over one kept-alive connection (one curl with
       every URL: curl reuses the connection, checked with num_connects),
       `par` over 8 connections (8 such curls at once): requests/s.
@@ -25,6 +29,13 @@ Workloads:
 - W4  the big file through `buildproxy capture --store` vs direct.
 - W5  W2 through `buildproxy proxy` (upstream nginx) with the bundled
       chain vs `--no-default-plugins`: the cost of the plugin hooks.
+- W6  replay of a prepared content (`buildproxy prepare`) of 1k/10k/100k
+      entries: exec -> listening against the one-entry content (the
+      floor), the JSON content of the same size, and W2 seq through it
+      against direct, with the proxy's peak RSS.
+- W7  Nix evaluation (`nix-instantiate`) of `mkBuildproxy` on a generated
+      proxy_content.nix of 1k/10k/50k entries against instantiating its
+      `fetchurl`s alone (the floor): CPU seconds of the evaluator.
 
 Prints a table of medians with ratios to direct, writes every raw number to
 tests/bench/results/<date>-<host>.json. Speed is only ever reported here,
@@ -56,7 +67,14 @@ TARGETS = {
     "W2 par": "≥ 0.6× direct req/s",
     "W3 warm": "≤ 10 ms",
     "W4": "≥ 0.6× direct MiB/s, RSS ≤ 32 MiB",
+    # Issue 17
+    "W6 start 10000": "≤ 10 ms",
+    "W6 start 100000": "≤ 20 ms",
+    "W6 lookup 100000": "≥ 0.9× direct, RSS ≤ 48 MiB",
+    "W7 10000": "≤ 1.5× the fetchurls",
 }
+W6_SIZES = (1000, 10000, 100000)
+W7_SIZES = (1000, 10000, 50000)
 
 
 def log(msg):
@@ -146,6 +164,37 @@ class Bench:
             p = small / f"{i:05d}.bin"
             if not p.exists():
                 p.write_bytes(os.urandom(SMALL_SIZE))
+        # Like the Nix store (the sandbox case): read-only files, which
+        # replay trusts as it trusts /nix/store when NIX_STORE_DIR points
+        # here; `make_store` gives the same bodies as a `--store`, verified.
+        for p in [big, *small.iterdir()]:
+            p.chmod(0o444)
+
+    def make_store(self):
+        """A `capture --store` directory holding the same bodies (hard
+        links), so `replay --store` (which hashes every body it serves) runs
+        against the same bytes as the Nix-store case."""
+        import base64
+        import hashlib
+        self.store = self.work / "store"
+        blobs = self.store / "blobs" / "sha256"
+        blobs.mkdir(parents=True, exist_ok=True)
+        entries = []
+        files = [(self.small_url(i), self.data / "small" / f"{i:05d}.bin")
+                 for i in range(self.args.small_count)]
+        files.append((f"{self.base}/big.bin", self.data / "big.bin"))
+        for url, path in files:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            blob = blobs / h.hexdigest()
+            if not blob.exists():
+                os.link(path, blob)
+            entries.append({"url": url, "method": "GET", "status_code": 200, "headers": {},
+                            "file": f"blobs/sha256/{h.hexdigest()}",
+                            "hash": "sha256-" + base64.b64encode(h.digest()).decode()})
+        (self.store / "index.json").write_text(json.dumps(entries))
 
     def make_pki(self):
         """A CA made now (EC P-256, PKCS#8 key) and nginx's leaf signed by it.
@@ -278,7 +327,8 @@ http {{
         return ["--ca-cert", str(self.ca_cert), "--ca-key", str(self.ca_key), "--proxy-loopback"]
 
     def bp_env(self):
-        return clean_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache))
+        return clean_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache),
+                         NIX_STORE_DIR=str(self.data))
 
     def start_buildproxy(self, mode_args, name):
         """Starts buildproxy serving (no COMMAND): it prints `export` lines
@@ -296,6 +346,11 @@ http {{
         return self.start_buildproxy(
             ["replay", "--content", str(self.content), "--allow-root", str(self.data)],
             "buildproxy-replay")
+
+    def start_replay_store(self):
+        """Replay from `--store`: every body hashed as it is served."""
+        return self.start_buildproxy(["replay", "--store", str(self.store)],
+                                     "buildproxy-replay-store")
 
     def start_mitm(self):
         port = free_port()
@@ -335,10 +390,11 @@ http {{
         f.close()
         return f.name
 
-    def many(self, proxy, connections):
-        """All small files over `connections` kept-alive connections (one
-        curl each, every URL on its command line): requests/s."""
-        n = self.args.small_count
+    def many(self, proxy, connections, count=None):
+        """All small files (or the first `count`) over `connections`
+        kept-alive connections (one curl each, every URL on its command
+        line): requests/s."""
+        n = count or self.args.small_count
         configs = [self.url_config(range(k, n, connections)) for k in range(connections)]
         cmd = self.curl(proxy) + ["-w", CURL_FMT]
         t0 = time.perf_counter()
@@ -379,15 +435,17 @@ http {{
 
     def w1(self):
         bp, bp_url = self.start_replay()
-        systems = ["direct", "buildproxy"]
-        proxies = {"direct": None, "buildproxy": bp_url}
+        st, st_url = self.start_replay_store()
+        systems = ["direct", "buildproxy", "buildproxy --store"]
+        proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
         if not self.args.no_mitm:
             mitm, mitm_url = self.start_mitm()
             systems.append("mitm")
             proxies["mitm"] = mitm_url
         runs = self.rounds("W1", systems, lambda s: self.big(proxies[s]))
-        rss = {"buildproxy": proc_status(bp.pid)}
+        rss = {"buildproxy": proc_status(bp.pid), "buildproxy --store": proc_status(st.pid)}
         self.stop(bp)
+        self.stop(st)
         if not self.args.no_mitm:
             rss["mitm"] = proc_status(mitm.pid)
             self.stop(mitm)
@@ -395,8 +453,9 @@ http {{
 
     def w2(self):
         bp, bp_url = self.start_replay()
-        systems = ["direct", "buildproxy"]
-        proxies = {"direct": None, "buildproxy": bp_url}
+        st, st_url = self.start_replay_store()
+        systems = ["direct", "buildproxy", "buildproxy --store"]
+        proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
         if not self.args.no_mitm:
             mitm, mitm_url = self.start_mitm()
             systems.append("mitm")
@@ -407,8 +466,10 @@ http {{
         for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
             out[kind] = {"runs": self.rounds(f"W2 {kind}", systems,
                                              lambda s: self.many(proxies[s], conns))}
-        out["proxy"] = {"buildproxy": proc_status(bp.pid)}
+        out["proxy"] = {"buildproxy": proc_status(bp.pid),
+                        "buildproxy --store": proc_status(st.pid)}
         self.stop(bp)
+        self.stop(st)
         if not self.args.no_mitm:
             out["proxy"]["mitm"] = proc_status(mitm.pid)
             self.stop(mitm)
@@ -537,12 +598,135 @@ http {{
         self.stop(bare)
         return out
 
+    # ------------------------------------------------- W6: content size
+
+    def sized_content(self, n):
+        """A content JSON of `n` entries: every small file under its W2 URL,
+        then entries that are never requested (each naming a small file,
+        as a real capture's entries name distinct store paths), and the
+        prepared file `buildproxy prepare` makes of it."""
+        json_path = self.work / f"content-{n}.json"
+        prepared = self.work / f"content-{n}.prepared"
+        # Written every run: the URLs hold this run's nginx port.
+        count = self.args.small_count
+        entries = [{"url": self.small_url(i) if i < count else
+                    f"https://repo.example.org/maven2/org/example/lib{i}/1.0/lib{i}-1.0.jar",
+                    "status_code": 200,
+                    "headers": {"content-type": "application/octet-stream",
+                                "etag": f'"{i:08x}"'},
+                    "hash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+                    "file": str(self.data / "small" / f"{i % count:05d}.bin")}
+                   for i in range(n)]
+        json_path.write_text(json.dumps(entries))
+        subprocess.run([str(self.bin), "prepare", str(json_path), "--output", str(prepared),
+                        "--allow-root", str(self.data)], check=True, capture_output=True)
+        return json_path, prepared
+
+    def replay_start(self, content):
+        """exec -> listening of `replay --content content` (a fresh CA, as a
+        build's replay has), and its peak RSS then."""
+        port = free_port()
+        cmd = [str(self.bin), "replay", "--content", str(content), "--allow-root",
+               str(self.data), "--proxy-loopback", "--listen", f"127.0.0.1:{port}"]
+        t0 = time.perf_counter()
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=open(self.logs / "w6.log", "ab"), env=self.bp_env(),
+                             start_new_session=True)
+        self.procs.append(p)
+        t1 = wait_connect(port, p, 120)
+        rss = proc_status(p.pid)["vmhwm_kib"]
+        self.stop(p)
+        return {"ms": (t1 - t0) * 1000, "vmhwm_kib": rss}
+
+    def w6(self):
+        one = self.work / "content-one.prepared"
+        subprocess.run([str(self.bin), "prepare", str(self.content_one), "--output", str(one),
+                        "--allow-root", str(self.data)], check=True, capture_output=True)
+        out = {}
+        for n in W6_SIZES:
+            json_path, prepared = self.sized_content(n)
+            contents = {"1 entry (floor)": one, f"prepared {n}": prepared,
+                        f"JSON {n}": json_path}
+            for c in contents.values():  # page cache
+                self.replay_start(c)
+            start = self.rounds(f"W6 start {n}", list(contents),
+                                lambda s: self.replay_start(contents[s]))
+            bp, bp_url = self.start_buildproxy(
+                ["replay", "--content", str(prepared), "--allow-root", str(self.data)],
+                f"buildproxy-replay-{n}")
+            proxies = {"direct": None, "buildproxy": bp_url}
+            count = min(n, self.args.small_count)
+            for s in proxies:
+                self.many(proxies[s], 1, count)
+            lookup = self.rounds(f"W6 lookup {n}", list(proxies),
+                                 lambda s: self.many(proxies[s], 1, count))
+            rss = proc_status(bp.pid)
+            self.stop(bp)
+            out[str(n)] = {"start": start, "lookup": lookup, "proxy": {"buildproxy": rss}}
+        return out
+
+    # ------------------------------------------------ W7: Nix evaluation
+
+    def nix_content(self, n):
+        """A proxy_content.nix of `n` entries as capture writes them."""
+        path = self.work / f"proxy_content-{n}.nix"
+        if path.exists():
+            return path
+        parts = ["{ fetchurl }:\n[\n"]
+        for i in range(n):
+            url = f"https://repo.example.org/maven2/org/example/lib{i}/1.0/lib{i}-1.0.jar"
+            parts.append(
+                f'  {{\n    url = "{url}";\n    method = "GET";\n    status_code = 200;\n'
+                f'    headers = {{\n      "content-type" = "application/java-archive";\n'
+                f'      "etag" = "\\"{i:08x}\\"";\n    }};\n'
+                f'    file = fetchurl {{\n      url = "{url}";\n'
+                f'      hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";\n'
+                f'    }};\n  }}\n')
+        parts.append("]\n")
+        path.write_text("".join(parts))
+        return path
+
+    def nix_eval(self, system, content):
+        """CPU seconds (user+sys) and wall of one `nix-instantiate`, in a
+        store of the benchmark's own (warmed: every .drv already written)."""
+        stand_ins = self.tests.parent / "nix" / "stand-ins.nix"
+        library = self.tests.parent.parent / "nix"
+        if system == "fetchurls (floor)":
+            expr = (f"map (e: e.file) (import {content} "
+                    f"{{ inherit (import {stand_ins} {{ }}) fetchurl; }})")
+        else:
+            expr = f"(import {library} (import {stand_ins} {{ }})).mkBuildproxy {content}"
+        env = clean_env(NIX_REMOTE=f"local?root={self.work / 'nix-root'}")
+        cmd = ["nix-instantiate", "--option", "build-users-group", "", "-E", expr]
+        before = os.times()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL,
+                       stderr=open(self.logs / "w7.log", "ab"), env=env)
+        wall = time.perf_counter() - t0
+        after = os.times()
+        cpu = (after.children_user - before.children_user
+               + after.children_system - before.children_system)
+        return {"cpu_s": cpu, "seconds": wall}
+
+    def w7(self):
+        if not shutil.which("nix-instantiate"):
+            raise RuntimeError("W7 needs nix-instantiate (Debian's nix-bin)")
+        systems = ["fetchurls (floor)", "mkBuildproxy"]
+        out = {}
+        for n in W7_SIZES:
+            content = self.nix_content(n)
+            for s in systems:  # writes the .drv files once
+                self.nix_eval(s, content)
+            out[str(n)] = {"runs": self.rounds(f"W7 {n}", systems,
+                                               lambda s: self.nix_eval(s, content))}
+        return out
+
 
 # ------------------------------------------------------------------ report
 
 
 def fmt_run(r):
-    for k, unit in (("mib_s", "MiB/s"), ("req_s", "req/s"), ("ms", "ms")):
+    for k, unit in (("mib_s", "MiB/s"), ("req_s", "req/s"), ("ms", "ms"), ("cpu_s", "CPU-s")):
         if k in r:
             return f"{r[k]:.1f} {unit}" if k != "req_s" else f"{r[k]:.0f} {unit}"
     return str(r)
@@ -609,15 +793,39 @@ def summarise(results):
         for kind in ("seq", "par"):
             add(f"W5 {kind} proxy mode", w["W5"][kind]["runs"], "req_s", "req/s",
                 w["W5"]["proxy"], "", per_req)
+    def against_floor(work, runs, key, unit, rss_key, target, measured):
+        """Rows of systems measured against the first one (the floor);
+        `target` goes on the system `measured`."""
+        floor = next(iter(runs))
+        for system in runs:
+            rows.append({"workload": work, "system": system, "unit": unit,
+                         "median": median_of(runs[system], key),
+                         "ratio": None if system == floor
+                         else paired_ratio(runs, system, key, floor),
+                         "vmhwm_kib": max((x.get(rss_key) or 0 for x in runs[system]),
+                                          default=None) if rss_key else None,
+                         "cpu": None, "target": target if system == measured else ""})
+
+    if "W6" in w:
+        for n, r in w["W6"].items():
+            against_floor(f"W6 start {n} entries", r["start"], "ms", "ms", "vmhwm_kib",
+                          TARGETS.get(f"W6 start {n}", ""), f"prepared {n}")
+            add(f"W6 lookup {n} entries", r["lookup"], "req_s", "req/s", r["proxy"],
+                TARGETS.get(f"W6 lookup {n}", ""))
+    if "W7" in w:
+        for n, r in w["W7"].items():
+            against_floor(f"W7 Nix eval {n} entries", r["runs"], "cpu_s", "CPU-s", None,
+                          TARGETS.get(f"W7 {n}", ""), "mkBuildproxy")
     return rows
 
 
 def print_table(rows):
-    head = ["workload", "system", "median", "× direct", "proxy peak RSS", "proxy CPU",
+    head = ["workload", "system", "median", "× direct (or floor)", "proxy peak RSS", "proxy CPU",
             "target"]
     lines = [head]
     for r in rows:
         med = f"{r['median']:.0f} {r['unit']}" if r["unit"] == "req/s" else \
+            f"{r['median']:.2f} {r['unit']}" if r["unit"] == "CPU-s" else \
             f"{r['median']:.1f} {r['unit']}"
         lines.append([r["workload"], r["system"], med,
                       "" if r["ratio"] is None else f"{r['ratio']:.2f}×",
@@ -649,7 +857,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="rounds per workload (≥ 3)")
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the big file")
     ap.add_argument("--small-count", type=int, default=2000, help="number of 4 KiB files")
-    ap.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7", help="comma-separated workloads")
     ap.add_argument("--no-mitm", action="store_true", help="skip the mitmproxy incumbent")
     ap.add_argument("--build", default="", help="which build --bin is (run.sh says)")
     ap.add_argument("--note", default="", help="free text stored with the results")
@@ -684,6 +892,7 @@ def main():
         b.make_pki()
         b.start_nginx()
         b.write_content()
+        b.make_store()
         b.precompile()
         for w in args.only.split(","):
             w = w.strip().upper()

@@ -25,6 +25,16 @@ command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+# W7 (Nix evaluation) runs nix-instantiate; only install it when asked for.
+if [[ " $* " == *" --only "* || " $* " == *" --only="* ]]; then
+    only=$(printf '%s\n' "$@" | sed -n 's/^--only=//p')
+    [[ -n $only ]] || only=$(printf '%s\n' "$@" | sed -n '/^--only$/{n;p}')
+else
+    only=W7
+fi
+if [[ ,${only^^}, == *,W7,* ]] && ! command -v nix-instantiate >/dev/null; then
+    missing+=(nix-bin)
+fi
 if ((${#missing[@]})); then
     echo "bench: installing ${missing[*]} from Debian" >&2
     sudo=()

@@ -50,6 +50,9 @@ struct Trip {
     up: FileUpstream,
     /// The user's own environment, which buildproxy must combine with its own.
     user_env: Vec<(String, String)>,
+    /// `--require-secret`: the client must send the run's credentials from
+    /// the exported proxy URL (every client but the JVM can).
+    require_secret: bool,
 }
 
 impl Trip {
@@ -63,6 +66,7 @@ impl Trip {
             ca,
             up,
             user_env: Vec::new(),
+            require_secret: true,
         }
     }
 
@@ -105,6 +109,7 @@ impl Trip {
             .envs(self.base_env("capture"))
             .args(["capture", "--proxy-loopback", "--upstream-ca"])
             .arg(&self.ca.pem_path)
+            .args(self.require_secret.then_some("--require-secret"))
             .args(["--output"])
             .arg(self.s.path("proxy_content.nix"))
             .args(["--store"])
@@ -123,7 +128,12 @@ impl Trip {
         let dir = self.s.path("replay");
         std::fs::create_dir_all(&dir).unwrap();
         let inner = format!(
-            "ip link set lo up && exec {BIN} replay --proxy-loopback --strict --store {} -- sh -c {}",
+            "ip link set lo up && exec {BIN} replay --proxy-loopback --strict {}--store {} -- sh -c {}",
+            if self.require_secret {
+                "--require-secret "
+            } else {
+                ""
+            },
             quote(&self.s.path("store").display().to_string()),
             quote(script),
         );
@@ -364,6 +374,9 @@ fn git_smart_http_clones_through_capture_but_replay_names_the_post_it_cannot_ans
 fn java_http_url_connection_downloads_through_capture_and_offline_replay() {
     require("java", &["-version"]);
     let mut t = Trip::new();
+    // A JVM takes proxy credentials only from code (an Authenticator), and
+    // prints JAVA_TOOL_OPTIONS to the log: it is admitted by its uid.
+    t.require_secret = false;
     t.user_env.push((
         "JAVA_TOOL_OPTIONS".into(),
         "-Dbuildproxy.test.user=kept".into(),
@@ -409,7 +422,9 @@ public class Get {
 #[test]
 fn java_net_http_client_downloads_through_capture_and_offline_replay() {
     require("java", &["-version"]);
-    let t = Trip::new();
+    let mut t = Trip::new();
+    // As for HttpURLConnection: admitted by its uid.
+    t.require_secret = false;
     let src = t.s.path("Fetch.java");
     std::fs::write(
         &src,
@@ -560,4 +575,59 @@ fn cargo_fetches_from_a_sparse_registry_through_capture_and_offline_replay() {
         &crate_url,
     );
     t.assert_same_as_direct("got", &crate_url);
+}
+
+/// Plain HTTP (absolute-form requests, no CONNECT): each client that reads
+/// the proxy variables sends the credentials in the exported URL, so it is
+/// served under `--require-secret`; the CONNECT case is every round trip
+/// above. A refused client would not reach the upstream.
+#[test]
+fn clients_send_the_runs_credentials_on_plain_http_requests() {
+    for program in ["curl", "wget", "python3", "git", "npm"] {
+        require(program, &["--version"]);
+    }
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let up = Upstream::start(&ca);
+    let proxy = Running::start(&["proxy", "--proxy-loopback", "--require-secret"]);
+    let url = |client: &str| up.http_url(&format!("/bytes/100?{client}"));
+    let cases = [
+        ("curl", format!("curl -sSf -o /dev/null '{}'", url("curl"))),
+        ("wget", format!("wget -q -O /dev/null '{}'", url("wget"))),
+        (
+            "python",
+            format!(
+                "python3 -c 'import urllib.request,sys; urllib.request.urlopen(sys.argv[1]).read()' '{}'",
+                url("python")
+            ),
+        ),
+        // A 404 from the upstream, after the proxy let it through.
+        ("git", format!("git ls-remote '{}' || true", url("git"))),
+        (
+            "npm",
+            format!(
+                "npm pack --silent --cache ./npm-cache --update-notifier=false '{}' || true",
+                url("npm")
+            ),
+        ),
+    ];
+    let home = s.path("home");
+    std::fs::create_dir_all(&home).unwrap();
+    for (client, script) in cases {
+        let before = up.hits();
+        let out = Command::new("sh")
+            .current_dir(s.dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", &home)
+            .envs(proxy.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            up.hits() > before,
+            "{client} was refused (no credentials sent?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

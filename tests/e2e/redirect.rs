@@ -206,6 +206,13 @@ fn a_nix_buildproxy_file_whose_entry_says_302_and_location_replays_as_a_redirect
     let body = payload(3000, 42);
     std::fs::write(s.path("tool.tar.gz"), &body).unwrap();
     std::fs::write(s.path("empty"), b"").unwrap();
+    // Stand-ins for Nix store paths: read-only, in the directory replay is
+    // told is the store, so the hash-less JSON nix-buildproxy writes is
+    // served as from /nix/store.
+    for f in ["tool.tar.gz", "empty"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(s.path(f), std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
     let old = "https://downloads.example.org/old/tool.tar.gz";
     let mirror = "https://downloads.example.org/mirror/tool.tar.gz";
     let new = "https://cdn.example.net/tool.tar.gz";
@@ -278,7 +285,8 @@ fn a_nix_buildproxy_file_whose_entry_says_302_and_location_replays_as_a_redirect
          curl -sS -D second.head -o /dev/null '{mirror}'; \
          curl -sSfL -o followed '{old}'"
     );
-    let (code, err) = replay_offline(s.dir.path(), &content, &script);
+    let store = [("NIX_STORE_DIR", root.as_str())];
+    let (code, err) = replay_offline_with(s.dir.path(), &store, &content, &script);
     assert_eq!(code, 0, "{err}");
     let first = std::fs::read_to_string(s.path("first.head"))
         .unwrap()
@@ -302,7 +310,12 @@ fn a_nix_buildproxy_file_whose_entry_says_302_and_location_replays_as_a_redirect
     // The same file, flattened, for a client that does not follow.
     let mut flat = content.to_vec();
     flat.extend(["--plugin-config", "redirect=flatten"]);
-    let (code, err) = replay_offline(s.dir.path(), &flat, &format!("curl -sSf -o flat '{old}'"));
+    let (code, err) = replay_offline_with(
+        s.dir.path(),
+        &store,
+        &flat,
+        &format!("curl -sSf -o flat '{old}'"),
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(std::fs::read(s.path("flat")).unwrap(), body);
 }

@@ -835,6 +835,16 @@ pub fn capture(dir: &Path, ca: &TestCa, extra: &[&str], script: &str) -> (i32, S
 /// `buildproxy replay … -- sh -c SCRIPT` in a network namespace with only
 /// loopback: nothing can reach the network.
 pub fn replay_offline(dir: &Path, extra: &[&str], script: &str) -> (i32, String) {
+    replay_offline_with(dir, &[], extra, script)
+}
+
+/// [`replay_offline`] with `env` set for buildproxy (and the script).
+pub fn replay_offline_with(
+    dir: &Path,
+    env: &[(&str, &str)],
+    extra: &[&str],
+    script: &str,
+) -> (i32, String) {
     let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
     let mut inner = format!("ip link set lo up; exec {BIN} replay --proxy-loopback");
     for a in extra {
@@ -844,6 +854,7 @@ pub fn replay_offline(dir: &Path, extra: &[&str], script: &str) -> (i32, String)
     inner.push_str(&format!(" -- sh -c {}", quote(script)));
     let out = tool("unshare")
         .current_dir(dir)
+        .envs(env.iter().copied())
         .args(["-rn", "sh", "-c", &inner])
         .output()
         .unwrap();

@@ -61,6 +61,7 @@ let
   plainEntries = map (e: e // { file = if e.file == null then null else plain e.file; });
 
   content = lib.mkContent ./nix-buildproxy-content.nix;
+  prepared = lib.prepareContent ./nix-buildproxy-content.nix;
   bodies = builtins.filter (e: e.file != null) (lib.importContent ./nix-buildproxy-content.nix);
 
   options = {
@@ -242,6 +243,30 @@ in
     want = nixBuildproxyEntries;
   };
 
+  # The JSON is mkContent's, as a plain file; the bodies are inputs.
+  prepareContent_runs_buildproxy_prepare_on_the_json = {
+    got = {
+      inherit (prepared) name builder;
+      args = map plain prepared.drvAttrs.args;
+      json = builtins.readFile (builtins.elemAt prepared.drvAttrs.args 1);
+      bodies = prepared.drvAttrs.bodies;
+      bodiesAreInputs = builtins.all (b: builtins.hasContext b) prepared.drvAttrs.bodies;
+    };
+    want = {
+      name = "proxy_content.prepared";
+      builder = plain bin;
+      args = [
+        "prepare"
+        (plain (builtins.elemAt prepared.drvAttrs.args 1))
+        "--output"
+        (builtins.placeholder "out")
+      ];
+      json = plain content.text;
+      bodies = map (e: e.file) bodies;
+      bodiesAreInputs = true;
+    };
+  };
+
   mkBuildproxy_takes_a_path_like_nix_buildproxy = {
     got = {
       type = (lib.mkBuildproxy ./nix-buildproxy-content.nix).type;
@@ -253,7 +278,7 @@ in
         bin
         "replay"
         "--content"
-        content.outPath
+        prepared.outPath
         "--detach"
       ];
     };
@@ -265,7 +290,7 @@ in
       bin
       "replay"
       "--content"
-      content.outPath
+      prepared.outPath
       "--no-default-plugins"
       "--plugin"
       "${pluginDir}/broken.wasm"
@@ -300,7 +325,7 @@ in
       bin
       "replay"
       "--content"
-      content.outPath
+      prepared.outPath
       "--strict"
     ];
   };

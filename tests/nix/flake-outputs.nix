@@ -100,6 +100,7 @@ in
           "mkBuildproxy"
           "mkBuildproxyShell"
           "mkContent"
+          "prepareContent"
         ];
         mkBuildproxy = true;
         attrsetForm = true;

@@ -265,38 +265,44 @@ impl Resolver {
     }
 
     fn check(&self, file: &str) -> Result<(PathBuf, u64), FileProblem> {
-        let rebuild =
-            "build the content file again (the store paths it names must exist on this machine)";
-        if !Path::new(file).is_absolute() {
-            return Err((format!("`file` {file:?} is not an absolute path"), rebuild));
-        }
-        let real = fs::canonicalize(file)
-            .map_err(|e| (format!("`file` {file} cannot be opened: {e}"), rebuild))?;
-        if !self.roots.iter().any(|r| real.starts_with(r)) {
-            let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
-            let really = if real.as_path() == Path::new(file) {
-                String::new()
-            } else {
-                format!(" (really {})", real.display())
-            };
-            return Err((
-                format!(
-                    "`file` {file}{really} is outside the allowed roots ({})",
-                    roots.join(", ")
-                ),
-                "point it into the Nix store, or allow its directory with --allow-root DIR",
-            ));
-        }
-        let meta = fs::metadata(&real)
-            .map_err(|e| (format!("`file` {file} cannot be read: {e}"), rebuild))?;
-        if !meta.is_file() {
-            return Err((
-                format!("`file` {file} is not a regular file"),
-                "point it at the downloaded file itself (unpacked outputs such as fetchzip's are not bodies)",
-            ));
-        }
-        Ok((real, meta.len()))
+        check_file(&self.roots, file)
     }
+}
+
+/// Resolves `file` (symlinks, `..`) and checks that it is a regular file
+/// under one of `roots` (canonical); returns its real path and size.
+pub(crate) fn check_file(roots: &[PathBuf], file: &str) -> Result<(PathBuf, u64), FileProblem> {
+    let rebuild =
+        "build the content file again (the store paths it names must exist on this machine)";
+    if !Path::new(file).is_absolute() {
+        return Err((format!("`file` {file:?} is not an absolute path"), rebuild));
+    }
+    let real = fs::canonicalize(file)
+        .map_err(|e| (format!("`file` {file} cannot be opened: {e}"), rebuild))?;
+    if !roots.iter().any(|r| real.starts_with(r)) {
+        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        let really = if real.as_path() == Path::new(file) {
+            String::new()
+        } else {
+            format!(" (really {})", real.display())
+        };
+        return Err((
+            format!(
+                "`file` {file}{really} is outside the allowed roots ({})",
+                roots.join(", ")
+            ),
+            "point it into the Nix store, or allow its directory with --allow-root DIR",
+        ));
+    }
+    let meta =
+        fs::metadata(&real).map_err(|e| (format!("`file` {file} cannot be read: {e}"), rebuild))?;
+    if !meta.is_file() {
+        return Err((
+            format!("`file` {file} is not a regular file"),
+            "point it at the downloaded file itself (unpacked outputs such as fetchzip's are not bodies)",
+        ));
+    }
+    Ok((real, meta.len()))
 }
 
 #[cfg(test)]

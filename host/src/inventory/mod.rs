@@ -19,9 +19,12 @@ pub mod index;
 pub mod journal;
 pub mod names;
 pub mod nix;
+pub mod prepared;
 #[cfg(test)]
 mod props;
 pub mod store;
+pub mod umask;
+pub mod verify;
 
 pub use entry::{Body, Entry};
 
@@ -104,6 +107,14 @@ pub enum InventoryError {
         url: String,
     },
 
+    /// A prepared content index (see [`prepared`]) cannot be used as a whole.
+    #[error("{}: {problem}; {fix}", .path.display())]
+    Prepared {
+        path: PathBuf,
+        problem: String,
+        fix: &'static str,
+    },
+
     /// An entry cannot be written as a `fetchurl` call.
     #[error("cannot write the entry for {url}: {problem}; {fix}")]
     Unrenderable {
@@ -165,11 +176,11 @@ pub(crate) fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<(), Invent
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    // Keep an existing file's mode; a new one gets the usual 0644 rather
-    // than the temporary file's private 0600.
+    // Keep an existing file's mode; a new one gets what the umask allows
+    // rather than the temporary file's private 0600.
     let mode = fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644);
+        .unwrap_or_else(|_| umask::file_mode());
     let mut tmp = tempfile::Builder::new()
         .prefix(".buildproxy-")
         .suffix(".tmp")
@@ -205,7 +216,7 @@ mod tests {
         write_atomic_bytes(&path, b"two").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"two");
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o644);
+        assert_eq!(mode, umask::file_mode());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 

@@ -7,6 +7,9 @@
 //! DIR/blobs/sha256/<hex>   one file per distinct body, named by its sha256
 //! DIR/index.json           the entries, in content.rs's JSON schema, with
 //!                          `file` = "blobs/sha256/<hex>" and `hash` always set
+//! DIR/index.prepared       the same entries prepared for replay (see
+//!                          prepared.rs); replay uses it unless index.json
+//!                          is newer (edited by hand)
 //! DIR/tmp/                 bodies still being written
 //! ```
 //!
@@ -18,6 +21,7 @@
 //! `tmp/`; nothing reads them, and they are safe to delete.
 
 use super::content::{self, FileProblem, RawEntry};
+use super::prepared::{self, Prepared};
 use super::{Entry, InventoryError, io_hint, nix, sync_dir, write_atomic_bytes};
 use std::fs;
 use std::io::{self, Write};
@@ -28,6 +32,7 @@ use tempfile::NamedTempFile;
 const BLOBS: &str = "blobs/sha256";
 const TMP: &str = "tmp";
 const INDEX: &str = "index.json";
+const PREPARED: &str = "index.prepared";
 
 /// An opened store directory.
 #[derive(Debug, Clone)]
@@ -110,11 +115,33 @@ impl Store {
                 name: e.name.clone(),
             });
         }
-        content::to_entries(&path, raws.clone(), |file, hash| self.resolve(file, hash))?;
+        let checked =
+            content::to_entries(&path, raws.clone(), |file, hash| self.resolve(file, hash))?;
         let mut json = serde_json::to_vec_pretty(&raws)
             .map_err(|e| InventoryError::io(&path, "serialise", io::Error::other(e)))?;
         json.push(b'\n');
-        write_atomic_bytes(&path, &json)
+        write_atomic_bytes(&path, &json)?;
+        // After index.json, so that it is never newer than a prepared file
+        // made from it (see `open_prepared`).
+        let prepared_path = self.dir.join(PREPARED);
+        let mut bytes = Vec::new();
+        prepared::write(&mut bytes, &checked, Some(&self.dir))
+            .map_err(|e| InventoryError::io(&prepared_path, "serialise", e))?;
+        write_atomic_bytes(&prepared_path, &bytes)
+    }
+
+    /// The store's prepared index, for replay to open in constant time;
+    /// `None` when there is none or `index.json` was changed after it was
+    /// written (then [`Store::load`] reads `index.json`).
+    pub fn open_prepared(dir: impl AsRef<Path>) -> Result<Option<Prepared>, InventoryError> {
+        let dir = dir.as_ref();
+        let dir = fs::canonicalize(dir).map_err(|e| InventoryError::io(dir, "open store", e))?;
+        let (json, path) = (dir.join(INDEX), dir.join(PREPARED));
+        let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        match (modified(&json), modified(&path)) {
+            (Some(j), Some(p)) if p >= j => Prepared::open(&path, Some(&dir), &[]).map(Some),
+            _ => Ok(None),
+        }
     }
 
     /// Reads a store's index, with each body's `file` made absolute under
@@ -218,8 +245,9 @@ impl BlobWriter {
 
     /// Syncs the body and moves it to `blobs/sha256/<sha256_hex>`, which it
     /// returns. The caller hashed the stream as it arrived, so the body is
-    /// not read again; if the blob already exists (the same body seen
-    /// before) the temporary copy is just dropped.
+    /// not read again. A blob already under that name is replaced, not
+    /// trusted: it may have been planted in a shared store (other bytes, a
+    /// symlink), and these bytes are the ones just verified.
     pub fn finish(self, sha256_hex: &str) -> Result<PathBuf, InventoryError> {
         let hex = sha256_hex.to_ascii_lowercase();
         if !is_sha256_hex(&hex) {
@@ -233,12 +261,9 @@ impl BlobWriter {
             ));
         }
         let dest = self.blobs.join(&hex);
-        if fs::symlink_metadata(&dest).is_ok() {
-            return Ok(dest);
-        }
         let file = self.tmp.as_file();
         let tmp_path = self.tmp.path().to_owned();
-        file.set_permissions(fs::Permissions::from_mode(0o644))
+        file.set_permissions(fs::Permissions::from_mode(super::umask::file_mode()))
             .and_then(|()| file.sync_all())
             .map_err(|e| InventoryError::io(&tmp_path, "sync", e))?;
         self.tmp

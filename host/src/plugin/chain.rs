@@ -253,24 +253,15 @@ impl Chain {
             })
             .await;
             req = sent;
-            match self.settle(p, "on-request", l, r)? {
-                RequestAction::Pass => {}
-                RequestAction::Rewrite(r) => {
-                    req = r;
-                    by = Some(p.name.clone());
-                }
-                RequestAction::Respond(response) => {
-                    return Ok(RequestOutcome::Respond {
-                        by: p.name.clone(),
-                        response: response.into(),
-                    });
-                }
-                RequestAction::WantBody => {
-                    return Ok(RequestOutcome::WantBody {
-                        request: req.into(),
-                        resume: Resume { at: i, by },
-                    });
-                }
+            let action = self.settle(p, "on-request", l, r)?;
+            if let RequestAction::WantBody = action {
+                return Ok(RequestOutcome::WantBody {
+                    request: req.into(),
+                    resume: Resume { at: i, by },
+                });
+            }
+            if let Some(answer) = apply(p, action, &mut req, &mut by) {
+                return Ok(answer);
             }
         }
         Ok(RequestOutcome::Forward {
@@ -301,18 +292,9 @@ impl Chain {
         })
         .await;
         req = sent;
-        match self.settle(p, "on-request-body", l, r)? {
-            RequestAction::Pass | RequestAction::WantBody => {}
-            RequestAction::Rewrite(r) => {
-                req = r;
-                by = Some(p.name.clone());
-            }
-            RequestAction::Respond(response) => {
-                return Ok(RequestOutcome::Respond {
-                    by: p.name.clone(),
-                    response: response.into(),
-                });
-            }
+        let action = self.settle(p, "on-request-body", l, r)?;
+        if let Some(answer) = apply(p, action, &mut req, &mut by) {
+            return Ok(answer);
         }
         self.request(id, req, at + 1, by).await
     }
@@ -506,6 +488,29 @@ impl Policy for Chain {
                 stash.remove(&id);
             }
         }
+    }
+}
+
+/// What one plugin's request action means for the chain: a rewrite changes
+/// the request (and who rewrote it), a local answer ends it (`Some`);
+/// `pass`, and `want-body` once the body was given, go on.
+fn apply(
+    p: &Loaded,
+    action: RequestAction,
+    req: &mut wit::Request,
+    by: &mut Option<Arc<str>>,
+) -> Option<RequestOutcome> {
+    match action {
+        RequestAction::Pass | RequestAction::WantBody => None,
+        RequestAction::Rewrite(r) => {
+            *req = r;
+            *by = Some(p.name.clone());
+            None
+        }
+        RequestAction::Respond(response) => Some(RequestOutcome::Respond {
+            by: p.name.clone(),
+            response: response.into(),
+        }),
     }
 }
 

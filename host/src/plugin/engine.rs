@@ -110,6 +110,19 @@ impl Runtime {
             .cache_dir
             .as_ref()
             .map(|d| d.join(self.cache_key(bytes)));
+        // An artifact someone else could have written is native code we
+        // did not make: compile instead, and cache nothing there.
+        let cached = cached.filter(|path| match super::cache_trust::check(path) {
+            Ok(()) => true,
+            Err(why) if path.exists() => {
+                tracing::warn!("not loading the compiled plugin {name}: {why}; compiling it");
+                false
+            }
+            // Not there yet: the directory must be safe to write into.
+            Err(_) => path
+                .parent()
+                .is_some_and(|d| super::cache_trust::check_dir(d).is_ok()),
+        });
         if let Some(path) = &cached
             && path.exists()
         {

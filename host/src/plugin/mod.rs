@@ -13,6 +13,7 @@
 
 pub mod bindings;
 pub mod bundled;
+mod cache_trust;
 pub mod chain;
 mod convert;
 pub mod engine;

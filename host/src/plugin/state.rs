@@ -33,6 +33,11 @@ pub type Stash = Arc<Mutex<HashMap<u64, Vec<u8>>>>;
 /// The most exchange state a plugin may keep (the SDK's limit).
 pub const STATE_LIMIT: usize = buildproxy_plugin_sdk::STATE_LIMIT;
 
+/// Distinct counter names one plugin may keep.
+pub const MAX_COUNTERS: usize = 256;
+/// Where counts under further names go; the plugin's `report` sees it.
+pub const OVERFLOW: &str = "buildproxy.counters-overflow";
+
 /// A plugin's `counters`, summed over its instances.
 pub type Counters = Arc<Mutex<BTreeMap<String, u64>>>;
 
@@ -93,6 +98,13 @@ impl inventory::Host for HostState {
 impl counters::Host for HostState {
     fn add(&mut self, name: String, by: u64) {
         let mut counters = self.counters.lock().unwrap();
+        // Names are the plugin's to choose (a URL in one would make one per
+        // request): past the cap, new names are summed under one.
+        let name = if counters.len() >= MAX_COUNTERS && !counters.contains_key(&name) {
+            OVERFLOW.to_string()
+        } else {
+            name
+        };
         let n = counters.entry(name).or_default();
         *n = n.saturating_add(by);
     }

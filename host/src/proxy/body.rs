@@ -5,19 +5,18 @@
 //!   whatever the size (back-pressure).
 //! - [`pump`]: upstream → client, hashing (SHA-256) and counting on the way,
 //!   and writing to the content store when asked.
-//! - [`file_body`]: a recorded body from a file, a byte range of it if asked,
-//!   read on the blocking pool in large chunks.
+//! - `file_body`: a recorded body from a file (its own module: verified,
+//!   and bounded so stalled clients cannot starve the others).
 //! - [`Idle`]: an upstream body that fails when it sends nothing for too
 //!   long, so a stalled transfer ends with an error instead of hanging.
 
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
 use sha2::{Digest, Sha256};
@@ -31,11 +30,6 @@ pub type ProxyBody = BoxBody<Bytes, io::Error>;
 
 /// Chunks in flight between producer and client.
 const CHANNEL_DEPTH: usize = 4;
-/// Read size for files: large enough that syscalls and TLS records are few.
-const FILE_CHUNK: usize = 256 << 10;
-/// Files at most this big are read at once instead of on the blocking pool:
-/// a thread hand-off costs more than the read.
-const SMALL_FILE: u64 = 256 << 10;
 
 pub fn empty() -> ProxyBody {
     Empty::new().map_err(|never| match never {}).boxed()
@@ -53,7 +47,15 @@ pub struct ChannelBody {
 }
 
 pub fn channel(len: Option<u64>) -> (mpsc::Sender<io::Result<Bytes>>, ChannelBody) {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    channel_of(len, CHANNEL_DEPTH)
+}
+
+/// [`channel`] holding at most `depth` chunks.
+pub fn channel_of(
+    len: Option<u64>,
+    depth: usize,
+) -> (mpsc::Sender<io::Result<Bytes>>, ChannelBody) {
+    let (tx, rx) = mpsc::channel(depth);
     (tx, ChannelBody { rx, remaining: len })
 }
 
@@ -257,47 +259,6 @@ where
     })
 }
 
-/// A byte range of a file (`len` bytes from `start`), streamed.
-pub fn file_body(path: &Path, start: u64, len: u64) -> io::Result<ProxyBody> {
-    let mut file = std::fs::File::open(path)?;
-    if start > 0 {
-        file.seek(SeekFrom::Start(start))?;
-    }
-    if len <= SMALL_FILE {
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact(&mut buf)?;
-        return Ok(full(buf));
-    }
-    let (tx, body) = channel(Some(len));
-    tokio::task::spawn_blocking(move || {
-        let mut left = len;
-        while left > 0 {
-            let mut buf = BytesMut::zeroed(FILE_CHUNK.min(left as usize));
-            match file.read(&mut buf) {
-                Ok(0) => {
-                    let _ = tx.blocking_send(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the file is shorter than its recorded size",
-                    )));
-                    return;
-                }
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    if tx.blocking_send(Ok(buf.freeze())).is_err() {
-                        return; // client gone
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-        }
-    });
-    Ok(body.boxed())
-}
-
 /// A single `Range: bytes=…` against a body of `size` bytes. `None`: serve
 /// the whole body (no header, several ranges, or a unit we do not know —
 /// a server may always ignore Range). `Some(Err(()))`: unsatisfiable (416).
@@ -342,17 +303,6 @@ mod tests {
         assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
-    }
-
-    #[tokio::test]
-    async fn file_ranges_stream_without_reading_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        let body = file_body(&path, 1000, 600_000).unwrap();
-        let got = body.collect().await.unwrap().to_bytes();
-        assert_eq!(&got[..], &data[1000..601_000]);
     }
 
     /// Found by the load test: an h2 upstream's closing empty frame, after

@@ -1,7 +1,6 @@
 //! Answers the host makes itself when something fails. Each says which side
 //! failed (upstream, client, plugin, host), the URL, and what to do.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode};
@@ -40,11 +39,10 @@ pub enum ExchangeError {
     ClientBody(String),
     #[error("the recorded body has no file (capture without --store cannot serve recorded bodies)")]
     NoFile,
-    #[error("reading the recorded body {}: {source}", .path.display())]
-    ReadBlob {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// A recorded body could not be read, or is not what was recorded
+    /// (the message names the file and the fix).
+    #[error("{0}")]
+    Blob(String),
 }
 
 impl ExchangeError {
@@ -53,9 +51,7 @@ impl ExchangeError {
             Self::Policy(_) => Side::Plugin,
             Self::HeadTimeout(_) | Self::Upstream(_) | Self::UpstreamBody(_) => Side::Upstream,
             Self::RequestTooBig { .. } | Self::ClientBody(_) => Side::Client,
-            Self::NoUpstream | Self::TooBig { .. } | Self::NoFile | Self::ReadBlob { .. } => {
-                Side::Host
-            }
+            Self::NoUpstream | Self::TooBig { .. } | Self::NoFile | Self::Blob(_) => Side::Host,
         }
     }
 

@@ -20,6 +20,23 @@ pub fn is_hop_by_hop(name: &str) -> bool {
     HOP_BY_HOP.contains(&name)
 }
 
+/// An upstream response that gives both `Content-Length` and
+/// `Transfer-Encoding` has two lengths (a request-smuggling pattern, RFC
+/// 9112 §6.3): relayed, the client would read one and capture hash the
+/// other. It is refused, never relayed or recorded.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), String> {
+    if headers.contains_key(http::header::CONTENT_LENGTH)
+        && headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Err(
+            "the upstream sent both Content-Length and Transfer-Encoding, \
+                    so the body's length is ambiguous (RFC 9112 §6.3): refused, not recorded"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// The end-to-end headers, names lower-case (hyper's are already).
 pub fn to_pairs(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers

@@ -4,13 +4,18 @@
 //! In replay mode `upstream` is `None`: the replay path never opens an
 //! upstream socket, whatever the plugins do.
 
+pub mod auth;
 pub mod body;
 pub mod error;
 pub mod exchange;
+pub mod file_body;
 pub mod headers;
 pub mod policy;
+
+pub mod idle;
 pub mod redirects;
 pub mod server;
+pub mod stall;
 pub mod url;
 
 use std::sync::Arc;
@@ -67,6 +72,8 @@ pub struct Proxy {
     /// The largest body buffered for a policy that asks for one.
     pub body_limit: usize,
     pub timeouts: Timeouts,
+    /// Who may use the proxy (`auth`).
+    pub access: auth::Access,
     /// The redirects relayed recently, so a follow-up request knows its chain.
     pub redirects: redirects::Redirects,
     next_id: AtomicU64,
@@ -74,6 +81,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    // Every part is required and set once, at start (run/setup.rs).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         policy: Arc<dyn Policy>,
         catalog: Arc<Catalog>,
@@ -82,6 +91,7 @@ impl Proxy {
         store: Option<Arc<Store>>,
         body_limit: usize,
         timeouts: Timeouts,
+        access: auth::Access,
     ) -> Self {
         Self {
             policy,
@@ -91,6 +101,7 @@ impl Proxy {
             store,
             body_limit,
             timeouts,
+            access,
             redirects: redirects::Redirects::default(),
             next_id: AtomicU64::new(1),
             inflight: watch::channel(0).0,

@@ -10,8 +10,11 @@
 //! chain means (the redirect plugin records the final entry with the first
 //! URL as its fetch URL, and stops loops); this module only links.
 //!
-//! Keyed by URL, not by client: whichever client asks for a remembered
-//! target gets its chain, and the latest redirect to a URL wins. Memory is
+//! Keyed by URL and client: a link is followed only by the client the
+//! redirect was relayed to (the process that owns the connection, looked up
+//! only when a redirect is relayed or a request asks for a remembered URL),
+//! so one client's redirect never becomes part of another's chain; for one
+//! client, the latest redirect to a URL wins. Memory is
 //! bounded in time (a redirect is followed at once, or not at all) and in
 //! size (the oldest links go first), so a long capture never grows it
 //! without bound. This module never decides anything about content.
@@ -43,14 +46,20 @@ pub struct Redirects {
     inner: Mutex<Links>,
 }
 
+/// Who a redirect was relayed to: the process owning the client's socket
+/// (`auth::Peer::process`), `None` when unknown.
+pub type Client = Option<u32>;
+
 #[derive(Default)]
 struct Links {
-    /// Target URL → the chain that led to it (origin first, ending with the
-    /// URL that redirected there).
-    by_target: HashMap<String, (Vec<String>, Instant)>,
+    /// Target URL → per client, the chain that led to it (origin first,
+    /// ending with the URL that redirected there).
+    by_target: HashMap<String, Vec<(Client, Vec<String>, Instant)>>,
     /// Insertion order, for eviction; may hold stale keys of overwritten
     /// links (checked against the stored instant).
-    order: VecDeque<(String, Instant)>,
+    order: VecDeque<(String, Client, Instant)>,
+    /// Links held, over all targets.
+    len: usize,
 }
 
 impl Default for Redirects {
@@ -70,24 +79,39 @@ impl Redirects {
 
     /// The chain that led to `url` (normalised as the proxy writes request
     /// URLs), the first URL first; empty when no recent redirect pointed here.
-    pub fn chain_to(&self, url: &str) -> Vec<String> {
-        self.chain_at(url, Instant::now())
+    /// `client` is asked only when some redirect pointed at `url`.
+    pub fn chain_to(&self, url: &str, client: impl FnOnce() -> Client) -> Vec<String> {
+        self.chain_at(url, client, Instant::now())
     }
 
-    fn chain_at(&self, url: &str, now: Instant) -> Vec<String> {
-        let links = self.inner.lock().unwrap();
-        match links.by_target.get(url) {
-            Some((chain, at)) if now.duration_since(*at) <= self.ttl => chain.clone(),
-            _ => Vec::new(),
+    fn chain_at(&self, url: &str, client: impl FnOnce() -> Client, now: Instant) -> Vec<String> {
+        if !self.inner.lock().unwrap().by_target.contains_key(url) {
+            return Vec::new();
         }
+        // Outside the lock: finding the client may read /proc.
+        let client = client();
+        let links = self.inner.lock().unwrap();
+        links
+            .by_target
+            .get(url)
+            .and_then(|v| v.iter().find(|(c, _, _)| *c == client))
+            .filter(|(_, _, at)| now.duration_since(*at) <= self.ttl)
+            .map(|(_, chain, _)| chain.clone())
+            .unwrap_or_default()
     }
 
     /// Remembers that `url`, reached through `chain`, redirected to
     /// `location` (as the response said it: relative or absolute). Returns
     /// the resolved target, or `None` when `location` is not a URL we can
     /// resolve or the chain is already at [`MAX_CHAIN`].
-    pub fn remember(&self, url: &str, chain: &[String], location: &str) -> Option<String> {
-        self.remember_at(url, chain, location, Instant::now())
+    pub fn remember(
+        &self,
+        url: &str,
+        chain: &[String],
+        location: &str,
+        client: Client,
+    ) -> Option<String> {
+        self.remember_at(url, chain, location, client, Instant::now())
     }
 
     fn remember_at(
@@ -95,6 +119,7 @@ impl Redirects {
         url: &str,
         chain: &[String],
         location: &str,
+        client: Client,
         now: Instant,
     ) -> Option<String> {
         if chain.len() + 1 > MAX_CHAIN {
@@ -106,21 +131,32 @@ impl Redirects {
         let mut links = self.inner.lock().unwrap();
         let links = &mut *links;
         // Expired links and, past capacity, the oldest go first.
-        while let Some((key, at)) = links.order.front() {
+        while let Some((key, who, at)) = links.order.front() {
             let expired = now.duration_since(*at) > self.ttl;
-            let full =
-                links.by_target.len() >= self.capacity || links.order.len() >= 2 * self.capacity;
+            let full = links.len >= self.capacity || links.order.len() >= 2 * self.capacity;
             if !expired && !full {
                 break;
             }
-            let (key, at) = (key.clone(), *at);
+            let (key, who, at) = (key.clone(), *who, *at);
             links.order.pop_front();
-            if links.by_target.get(&key).is_some_and(|(_, t)| *t == at) {
-                links.by_target.remove(&key);
+            if let Some(v) = links.by_target.get_mut(&key) {
+                let before = v.len();
+                v.retain(|(c, _, t)| !(*c == who && *t == at));
+                links.len -= before - v.len();
+                if v.is_empty() {
+                    links.by_target.remove(&key);
+                }
             }
         }
-        links.by_target.insert(target.clone(), (to_target, now));
-        links.order.push_back((target.clone(), now));
+        let v = links.by_target.entry(target.clone()).or_default();
+        match v.iter_mut().find(|(c, _, _)| *c == client) {
+            Some(link) => *link = (client, to_target, now),
+            None => {
+                v.push((client, to_target, now));
+                links.len += 1;
+            }
+        }
+        links.order.push_back((target.clone(), client, now));
         Some(target)
     }
 }
@@ -129,46 +165,87 @@ impl Redirects {
 mod tests {
     use super::*;
 
+    const ME: Client = Some(1);
+    fn me() -> Client {
+        ME
+    }
+
+    /// Issue 16, row 2: another client's redirect to a URL this client
+    /// later downloads does not become part of this client's chain.
+    #[test]
+    fn a_redirect_relayed_to_one_client_is_not_another_clients_chain() {
+        let r = Redirects::default();
+        let target = r
+            .remember(
+                "http://evil.example/r",
+                &[],
+                "https://e.example/tool.tgz",
+                Some(2),
+            )
+            .unwrap();
+        assert!(r.chain_to(&target, me).is_empty());
+        assert!(r.chain_to(&target, || None).is_empty());
+        assert_eq!(r.chain_to(&target, || Some(2)), ["http://evil.example/r"]);
+        // Both clients redirected to one URL: each keeps its own chain.
+        r.remember(
+            "http://good.example/dl",
+            &[],
+            "https://e.example/tool.tgz",
+            ME,
+        );
+        assert_eq!(r.chain_to(&target, me), ["http://good.example/dl"]);
+        assert_eq!(r.chain_to(&target, || Some(2)), ["http://evil.example/r"]);
+        // No redirect to a URL: the client is never looked up.
+        assert!(
+            r.chain_to("https://e.example/other", || unreachable!())
+                .is_empty()
+        );
+    }
+
     #[test]
     fn a_followed_redirect_carries_its_chain_from_the_first_url() {
         let r = Redirects::default();
         let a = "http://a.example/dl";
-        let b = r.remember(a, &[], "https://b.example/x").unwrap();
-        assert_eq!(r.chain_to(&b), [a]);
-        let c = r.remember(&b, &r.chain_to(&b), "/final?sig=1").unwrap();
+        let b = r.remember(a, &[], "https://b.example/x", ME).unwrap();
+        assert_eq!(r.chain_to(&b, me), [a]);
+        let c = r
+            .remember(&b, &r.chain_to(&b, me), "/final?sig=1", ME)
+            .unwrap();
         assert_eq!(c, "https://b.example/final?sig=1");
-        assert_eq!(r.chain_to(&c), [a, b.as_str()]);
-        assert!(r.chain_to(a).is_empty());
-        assert!(r.chain_to("https://b.example/other").is_empty());
+        assert_eq!(r.chain_to(&c, me), [a, b.as_str()]);
+        assert!(r.chain_to(a, me).is_empty());
+        assert!(r.chain_to("https://b.example/other", me).is_empty());
     }
 
     #[test]
     fn a_loop_shows_as_a_url_already_in_its_own_chain() {
         let r = Redirects::default();
         let (a, b) = ("http://e.example/a", "http://e.example/b");
-        r.remember(a, &r.chain_to(a), "/b");
-        r.remember(b, &r.chain_to(b), "/a");
-        assert_eq!(r.chain_to(a), [a, b]);
-        assert!(r.chain_to(a).contains(&a.to_string()));
+        r.remember(a, &r.chain_to(a, me), "/b", ME);
+        r.remember(b, &r.chain_to(b, me), "/a", ME);
+        assert_eq!(r.chain_to(a, me), [a, b]);
+        assert!(r.chain_to(a, me).contains(&a.to_string()));
     }
 
     #[test]
     fn links_expire_and_are_bounded() {
         let r = Redirects::new(Duration::from_secs(10), 3);
         let t0 = Instant::now();
-        r.remember_at("http://e.example/0", &[], "/t0", t0);
-        assert_eq!(r.chain_at("http://e.example/t0", t0).len(), 1);
+        r.remember_at("http://e.example/0", &[], "/t0", ME, t0);
+        assert_eq!(r.chain_at("http://e.example/t0", me, t0).len(), 1);
         let later = t0 + Duration::from_secs(11);
-        assert!(r.chain_at("http://e.example/t0", later).is_empty());
+        assert!(r.chain_at("http://e.example/t0", me, later).is_empty());
         for i in 1..=5 {
             r.remember_at(
                 &format!("http://e.example/{i}"),
                 &[],
                 &format!("/t{i}"),
+                ME,
                 later,
             );
         }
         let links = r.inner.lock().unwrap();
+        assert!(links.len <= 3, "{}", links.len);
         assert!(links.by_target.len() <= 3, "{}", links.by_target.len());
         assert!(links.by_target.contains_key("http://e.example/t5"));
         assert!(!links.by_target.contains_key("http://e.example/t0"));
@@ -180,7 +257,7 @@ mod tests {
         let chain: Vec<String> = (0..MAX_CHAIN)
             .map(|i| format!("http://e.example/{i}"))
             .collect();
-        assert_eq!(r.remember("http://e.example/x", &chain, "/y"), None);
-        assert!(r.chain_to("http://e.example/y").is_empty());
+        assert_eq!(r.remember("http://e.example/x", &chain, "/y", ME), None);
+        assert!(r.chain_to("http://e.example/y", me).is_empty());
     }
 }

@@ -14,15 +14,18 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::Proxy;
+use super::auth::{self, Peer};
 use super::body::{self, ProxyBody};
 use super::error::{self, Side};
 use super::exchange::{self, Target};
+use super::idle::{self, Activity};
+use super::stall::WriteDeadline;
 use super::url::split_authority;
 
 /// Accepts clients until the task is dropped.
 pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: transient.
@@ -31,7 +34,11 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
                 continue;
             }
         };
-        tokio::spawn(serve_client(proxy.clone(), stream));
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let peer = Arc::new(Peer::new(local, remote));
+        tokio::spawn(serve_client(proxy.clone(), stream, peer));
     }
 }
 
@@ -41,11 +48,16 @@ fn builder(proxy: &Proxy) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(proxy.timeouts.client_header)
         .keep_alive(true);
-    b.http2().timer(TokioTimer::new());
+    // h2 has no header timeout: a peer that stops answering pings is
+    // closed after the same time an HTTP/1.1 head may take.
+    b.http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(proxy.timeouts.client_header))
+        .keep_alive_timeout(proxy.timeouts.client_header);
     b
 }
 
-async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream) {
+async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: Arc<Peer>) {
     // Nagle would hold back every small response on a kept-alive connection.
     let _ = stream.set_nodelay(true);
     // hyper's header timeout starts once it knows the HTTP version, which
@@ -63,23 +75,72 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream) {
             return;
         }
     }
-    let p = proxy.clone();
-    let service = service_fn(move |req| {
-        let p = p.clone();
-        async move { Ok::<_, Infallible>(route(p, req).await) }
-    });
-    if let Err(e) = builder(&proxy)
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+    // hyper picks the version once it has seen enough of the h2 preface;
+    // half a preface would wait there with no timeout.
+    if tokio::time::timeout(limit, whole_preface_or_not(&stream))
         .await
+        .is_err()
     {
+        tracing::debug!("a client sent part of an h2 preface and stopped: closed");
+        return;
+    }
+    let p = proxy.clone();
+    let activity = Arc::new(Activity::default());
+    let a = activity.clone();
+    let service = service_fn(move |req| {
+        let (p, peer, a) = (p.clone(), peer.clone(), a.clone());
+        async move {
+            let _running = a.begin();
+            Ok::<_, Infallible>(route(p, req, peer).await)
+        }
+    });
+    let stream = WriteDeadline::new(stream, proxy.timeouts.body_idle);
+    let builder = builder(&proxy);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    if let Err(e) = idle::serve(conn, &activity, limit, |c| c.graceful_shutdown()).await {
         tracing::debug!("client connection: {e}");
     }
 }
 
-async fn route(proxy: Arc<Proxy>, req: hyper::Request<Incoming>) -> Response<ProxyBody> {
-    if req.method() == Method::CONNECT {
-        return connect(proxy, req);
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Returns once the first bytes are either the whole h2 preface or not a
+/// prefix of it (any HTTP/1.1 request): what hyper needs to pick.
+async fn whole_preface_or_not(stream: &TcpStream) {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = match stream.peek(&mut buf).await {
+            Ok(n) if n > 0 => n,
+            _ => return,
+        };
+        if n == buf.len() || buf[..n] != H2_PREFACE[..n] {
+            return;
+        }
+        // peek returns at once while bytes wait: poll gently.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+}
+
+async fn route(
+    proxy: Arc<Proxy>,
+    mut req: hyper::Request<Incoming>,
+    peer: Arc<Peer>,
+) -> Response<ProxyBody> {
+    if !proxy.access.admits(req.headers(), &peer) {
+        tracing::info!(
+            "refused {} {} from {} (uid {:?}): not this run's client (407)",
+            req.method(),
+            req.uri(),
+            peer.remote(),
+            peer.uid()
+        );
+        return auth::refusal();
+    }
+    if req.method() == Method::CONNECT {
+        return connect(proxy, req, peer);
+    }
+    // Which client this is, for its redirect chains (`redirects`).
+    req.extensions_mut().insert(peer);
     let uri = req.uri();
     match (uri.scheme_str(), uri.authority()) {
         (Some(scheme @ ("http" | "https")), Some(authority)) => {
@@ -98,7 +159,11 @@ async fn route(proxy: Arc<Proxy>, req: hyper::Request<Incoming>) -> Response<Pro
     }
 }
 
-fn connect(proxy: Arc<Proxy>, req: hyper::Request<Incoming>) -> Response<ProxyBody> {
+fn connect(
+    proxy: Arc<Proxy>,
+    req: hyper::Request<Incoming>,
+    peer: Arc<Peer>,
+) -> Response<ProxyBody> {
     let Some(authority) = req.uri().authority().cloned() else {
         return error::respond(
             StatusCode::BAD_REQUEST,
@@ -109,7 +174,7 @@ fn connect(proxy: Arc<Proxy>, req: hyper::Request<Incoming>) -> Response<ProxyBo
     };
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => intercept(proxy, TokioIo::new(upgraded), authority).await,
+            Ok(upgraded) => intercept(proxy, TokioIo::new(upgraded), authority, peer).await,
             Err(e) => tracing::debug!("CONNECT {authority}: upgrade failed: {e}"),
         }
     });
@@ -118,7 +183,7 @@ fn connect(proxy: Arc<Proxy>, req: hyper::Request<Incoming>) -> Response<ProxyBo
 
 /// Terminates the client's TLS with a certificate for the host it asked for,
 /// then serves the requests inside as HTTPS exchanges.
-async fn intercept<IO>(proxy: Arc<Proxy>, io: IO, authority: http::uri::Authority)
+async fn intercept<IO>(proxy: Arc<Proxy>, io: IO, authority: http::uri::Authority, peer: Arc<Peer>)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -169,14 +234,20 @@ where
         }
     };
     let p = proxy.clone();
-    let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let p = p.clone();
+    let activity = Arc::new(Activity::default());
+    let a = activity.clone();
+    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+        let (p, a) = (p.clone(), a.clone());
+        req.extensions_mut().insert(peer.clone());
         let target = Target {
             scheme: "https",
             host: host.clone(),
             port: port.or(Some(443)),
         };
-        async move { Ok::<_, Infallible>(exchange::handle(p, req, target).await) }
+        async move {
+            let _running = a.begin();
+            Ok::<_, Infallible>(exchange::handle(p, req, target).await)
+        }
     });
     // ALPN already chose the version: serving it directly (rather than
     // sniffing the first bytes) puts an idle client under the header
@@ -185,7 +256,8 @@ where
         Some(b"h2") => builder(&proxy).http2_only(),
         _ => builder(&proxy).http1_only(),
     };
-    if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
+    let conn = builder.serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = idle::serve(conn, &activity, limit, |c| c.graceful_shutdown()).await {
         tracing::debug!("tunnel {authority}: {e}");
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::child::{self, Ended};
+use super::lock::OutputLock;
 use super::setup;
 use crate::catalog::{Catalog, human_size};
 use crate::cli::CaptureArgs;
@@ -24,6 +25,9 @@ use crate::tls::upstream;
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub async fn run(args: CaptureArgs) -> Result<i32> {
+    // Before the journal is read: a running capture's journal is not an
+    // interrupted one's.
+    let _lock = OutputLock::acquire(&args.output)?;
     // Read what --merge keeps before anything runs: a malformed file must
     // stop us before the build does its work.
     let previous = if args.merge && args.output.exists() {
@@ -73,6 +77,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     .await?;
     let env = ClientEnv::prepare(
         running.addr,
+        &running.proxy_url(),
         running.ca.cert_pem(),
         &root_certs,
         args.common.proxy_loopback,
@@ -142,6 +147,10 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     );
     for e in errors {
         eprintln!("buildproxy:   error: {e}");
+    }
+    let dropped = catalog.errors_dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        eprintln!("buildproxy:   … and {dropped} more errors (only the first ones are kept)");
     }
     if !args.common.patches.is_empty() {
         eprintln!(

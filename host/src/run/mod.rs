@@ -5,14 +5,28 @@ pub mod capture;
 pub mod child;
 pub mod component;
 pub mod detach;
+pub mod lock;
 pub mod proxy;
 pub mod replay;
 pub mod setup;
 
 use anyhow::Result;
 
-use crate::cli::PluginsArgs;
+use crate::cli::{PluginsArgs, PrepareArgs};
+use crate::inventory::prepared;
 use crate::plugin::{Limits, Runtime, bundled, fit};
+
+/// `buildproxy prepare`: the whole-content work of replay's start, done
+/// once (in a Nix derivation) instead of at every start.
+pub fn prepare(args: PrepareArgs) -> Result<i32> {
+    let n = prepared::prepare(&args.content, &args.output, &args.allow_roots)?;
+    eprintln!(
+        "buildproxy: prepared {n} {} into {}",
+        if n == 1 { "entry" } else { "entries" },
+        args.output.display()
+    );
+    Ok(0)
+}
 
 /// `buildproxy plugins`: what is bundled, or precompile it for packaging.
 pub fn plugins(args: PluginsArgs) -> Result<i32> {

@@ -23,6 +23,7 @@ pub async fn run(args: ProxyArgs) -> Result<i32> {
     let running = setup::start(&args.common, Mode::Proxy, catalog, Some(client), None).await?;
     let env = ClientEnv::prepare(
         running.addr,
+        &running.proxy_url(),
         running.ca.cert_pem(),
         &root_certs,
         args.common.proxy_loopback,

@@ -3,6 +3,7 @@
 //! network, whatever a plugin asks.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 
@@ -11,6 +12,7 @@ use super::{detach, setup};
 use crate::catalog::Catalog;
 use crate::cli::ReplayArgs;
 use crate::env::ClientEnv;
+use crate::inventory::prepared::{self, Prepared};
 use crate::inventory::{content, store::Store};
 use crate::plugin::bindings::Mode;
 
@@ -18,15 +20,21 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
     if args.detach {
         return detach::launch();
     }
-    let entries = match (&args.content, &args.store) {
-        (Some(file), _) => content::load(file, &args.allow_roots)?,
-        (None, Some(dir)) => Store::load(dir)?,
+    let catalog = Arc::new(match (&args.content, &args.store) {
+        (Some(file), _) if prepared::is_prepared(file) => {
+            Catalog::from_prepared(Prepared::open(file, None, &args.allow_roots)?)
+        }
+        (Some(file), _) => Catalog::from_entries(content::load(file, &args.allow_roots)?),
+        (None, Some(dir)) => match Store::open_prepared(dir)? {
+            Some(prepared) => Catalog::from_prepared(prepared),
+            None => Catalog::from_entries(Store::load(dir)?),
+        },
         (None, None) => unreachable!("clap requires --content or --store"),
-    };
-    let catalog = Arc::new(Catalog::from_entries(entries));
+    });
     let running = setup::start(&args.common, Mode::Replay, catalog.clone(), None, None).await?;
     let env = ClientEnv::prepare(
         running.addr,
+        &running.proxy_url(),
         running.ca.cert_pem(),
         &[],
         args.common.proxy_loopback,
@@ -55,7 +63,22 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
         }
         ended.code()
     };
-    setup::report(&running, false).await;
+    setup::report(&running, true).await;
+    let errors = catalog.errors();
+    if !errors.is_empty() {
+        eprintln!(
+            "buildproxy: {} failed (a body that failed verification is never served whole):",
+            if errors.len() == 1 {
+                "1 response".to_string()
+            } else {
+                format!("{} responses", errors.len())
+            }
+        );
+        for e in &errors {
+            eprintln!("buildproxy:   {e}");
+        }
+        more(catalog.errors_dropped.load(Ordering::Relaxed));
+    }
     let misses = catalog.misses();
     if !misses.is_empty() {
         eprintln!(
@@ -69,6 +92,7 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
         for (method, url) in &misses {
             eprintln!("buildproxy:   {method} {url}");
         }
+        more(catalog.misses_dropped.load(Ordering::Relaxed));
         eprintln!(
             "buildproxy: re-run the capture (buildproxy capture -- <build>) so it records them, \
              or make the build not need them."
@@ -78,5 +102,16 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
             return Ok(1);
         }
     }
+    if args.strict && code == 0 && !errors.is_empty() {
+        eprintln!("buildproxy: --strict: failing because of the errors above");
+        return Ok(1);
+    }
     Ok(code)
+}
+
+/// The count of what was not kept one by one (`catalog::KEPT`).
+fn more(dropped: u64) {
+    if dropped > 0 {
+        eprintln!("buildproxy:   … and {dropped} more (only the first ones are kept)");
+    }
 }

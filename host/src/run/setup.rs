@@ -14,6 +14,7 @@ use crate::inventory::store::Store;
 use crate::patch_rules;
 use crate::plugin::bindings::Mode;
 use crate::plugin::{Chain, Limits, PluginError, PluginSpec, Runtime, bundled};
+use crate::proxy::auth::Access;
 use crate::proxy::{Proxy, Timeouts, Upstream, server};
 use crate::tls::Authority;
 
@@ -128,6 +129,13 @@ pub struct Running {
     pub ca: Arc<Authority>,
 }
 
+impl Running {
+    /// The URL clients use: with the run's credentials (`proxy::auth`).
+    pub fn proxy_url(&self) -> String {
+        self.proxy.access.proxy_url(self.addr)
+    }
+}
+
 /// Loads the chain and starts listening; returns once the socket is bound.
 pub async fn start(
     common: &Common,
@@ -157,6 +165,22 @@ pub async fn start(
                 e => e.into(),
             }
         })?;
+    if !common.listen.ip().is_loopback() {
+        if !common.allow_non_loopback {
+            anyhow::bail!(
+                "--listen {}: not a loopback address, so other machines could reach the proxy; \
+                 use 127.0.0.1 or ::1, or add --allow-non-loopback (clients must then send \
+                 the credentials in the exported proxy URL)",
+                common.listen
+            );
+        }
+        eprintln!(
+            "buildproxy: warning: listening on {}, reachable from other machines \
+             (--allow-non-loopback); only clients with this run's credentials are served",
+            common.listen
+        );
+    }
+    let access = Access::new(common.require_secret).context("making the run's proxy secret")?;
     let listener = TcpListener::bind(common.listen)
         .await
         .with_context(|| format!("listening on {}", common.listen))?;
@@ -170,6 +194,7 @@ pub async fn start(
         store,
         limits.body_bytes,
         timeouts(common)?,
+        access,
     ));
     tokio::spawn(server::serve(proxy.clone(), listener));
     tracing::info!("listening on {addr}");

@@ -41,6 +41,8 @@ pub enum CaError {
 /// Versions offered to clients, best first.
 const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 
+/// Leaf certificates kept: far more hosts than a build talks to.
+pub const LEAF_CACHE: usize = 1024;
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
@@ -136,11 +138,17 @@ impl Authority {
         }
         let config = Arc::new(self.make_config(&host)?);
         // Two first requests for one host may both sign; either result is fine.
-        self.cache
-            .lock()
-            .unwrap()
-            .entry(host)
-            .or_insert(config.clone());
+        let mut cache = self.cache.lock().unwrap();
+        // Bounded: a client naming thousands of hosts must not grow us
+        // without end. Past the cap one leaf is dropped (and re-signed if
+        // asked for again).
+        if cache.len() >= LEAF_CACHE && !cache.contains_key(&host) {
+            let victim = cache.keys().next().cloned();
+            if let Some(v) = victim {
+                cache.remove(&v);
+            }
+        }
+        cache.entry(host).or_insert(config.clone());
         Ok(config)
     }
 
@@ -204,6 +212,18 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let c = ca.server_config("other.example").unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    /// Issue 16, row 10: thousands of SNI names do not grow the cache
+    /// past its cap; a host asked for again is served.
+    #[test]
+    fn the_leaf_cache_is_bounded() {
+        let ca = Authority::generate().unwrap();
+        for i in 0..LEAF_CACHE + 50 {
+            ca.server_config(&format!("h{i}.example")).unwrap();
+        }
+        assert_eq!(ca.cache.lock().unwrap().len(), LEAF_CACHE);
+        ca.server_config("h0.example").unwrap();
     }
 
     #[test]

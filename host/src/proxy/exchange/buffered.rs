@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use super::local::{apply_range, digest};
 use super::{Answer, BodySource, Flow, response_head, set_length};
 use crate::catalog::BlobRef;
+use crate::inventory::verify;
 use crate::proxy::body;
 use crate::proxy::error::ExchangeError;
 use crate::proxy::policy::{Blob, ResponseHead, Source};
@@ -64,7 +65,13 @@ pub(super) async fn respond(
             let Some(path) = blob.file.clone() else {
                 return Err(ExchangeError::NoFile);
             };
-            match tokio::fs::read(&path).await {
+            let (hash, size) = (blob.hash.clone(), blob.size);
+            let read = tokio::task::spawn_blocking(move || {
+                verify::read_all(&path, hash.as_deref(), size).map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            match read {
                 Ok(b) => (
                     b.into(),
                     Some(Blob {
@@ -72,7 +79,7 @@ pub(super) async fn respond(
                         size: blob.size,
                     }),
                 ),
-                Err(source) => return Err(ExchangeError::ReadBlob { path, source }),
+                Err(e) => return Err(ExchangeError::Blob(e)),
             }
         }
     };

@@ -91,8 +91,15 @@ pub(super) fn respond(
             };
             set_length(&mut resp, len);
             if !bodiless {
-                *resp.body_mut() = body::file_body(&path, start, len)
-                    .map_err(|source| ExchangeError::ReadBlob { path, source })?;
+                let report = crate::proxy::file_body::Report {
+                    catalog: flow.proxy.catalog.clone(),
+                    what: format!("{} {}", flow.request.method, flow.request.url),
+                    idle: flow.proxy.timeouts.body_idle,
+                };
+                let hash = blob.hash.as_deref();
+                *resp.body_mut() =
+                    crate::proxy::file_body::serve(&path, hash, blob.size, start, len, report)
+                        .map_err(ExchangeError::Blob)?;
             }
             Ok(ready(resp, head, summary))
         }

@@ -27,6 +27,7 @@ use http::{HeaderValue, Method, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::auth::Peer;
 use super::body::{self, Digested, ProxyBody};
 use super::error::{self, ExchangeError, PumpError};
 use super::policy::{
@@ -57,6 +58,8 @@ struct Flow {
     sent_url: String,
     /// The request body's hash and size, when the policy asked for it.
     request_body: Option<Blob>,
+    /// Who sent it, for its redirect chains.
+    client: Option<Arc<Peer>>,
     _inflight: InFlight,
 }
 
@@ -141,9 +144,12 @@ impl Flow {
     fn new(proxy: Arc<Proxy>, parts: &http::request::Parts, target: &Target) -> Self {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let url = super::url::absolute(target.scheme, &target.host, target.port, path);
+        let client = parts.extensions.get::<Arc<Peer>>().cloned();
         let request = Request {
             method: parts.method.as_str().to_string(),
-            chain: proxy.redirects.chain_to(&url),
+            chain: proxy
+                .redirects
+                .chain_to(&url, || client.as_ref().and_then(|p| p.process())),
             url: url.clone(),
             headers: headers::to_pairs(&parts.headers),
         };
@@ -160,6 +166,7 @@ impl Flow {
             sent_url: url,
             request_body: None,
             request,
+            client,
         }
     }
 
@@ -313,11 +320,12 @@ impl Flow {
             .and_then(|v| std::str::from_utf8(v).ok());
         if let Some(location) = location {
             let req = &self.request;
-            if let Some(target) = self
-                .proxy
-                .redirects
-                .remember(&req.url, &req.chain, location)
-            {
+            if let Some(target) = self.proxy.redirects.remember(
+                &req.url,
+                &req.chain,
+                location,
+                self.client.as_ref().and_then(|p| p.process()),
+            ) {
                 tracing::debug!("{} {} redirects to {target}", req.method, req.url);
             }
         }

@@ -108,6 +108,7 @@ fn harness_in(
         None,
         1 << 20,
         Timeouts::default(),
+        crate::proxy::auth::Access::new(false).unwrap(),
     ));
     Harness {
         proxy,

@@ -51,6 +51,7 @@ pub(super) async fn send(
         Ok(Ok(r)) => r,
     };
     let (parts, body) = resp.into_parts();
+    headers::check_framing(&parts.headers).map_err(ExchangeError::Upstream)?;
     let head = ResponseHead {
         status: parts.status.as_u16(),
         headers: headers::to_pairs(&parts.headers),
