@@ -175,7 +175,8 @@ fn blob(catalog: &Catalog, dir: &tempfile::TempDir) -> Body {
     let id = catalog.register_blob(BlobRef {
         file: Some(path),
         size: 10,
-        hash: Some("sha256-test".into()),
+        // Served bodies are verified against their recorded hash.
+        hash: Some(local::digest(b"0123456789").id),
     });
     Body::Blob(Blob { id, size: 10 })
 }
