@@ -4,8 +4,13 @@
 //!
 //! A plugin names a body only by an id this catalog issued: replay can serve
 //! nothing but files the content named.
+//!
+//! It also keeps what the user must be told at the end of the run (failed
+//! downloads, conflicts, notes), from the host and from plugins alike, each
+//! (kind, URL) once: the summary lists a failed download once, however many
+//! parts of the proxy saw it fail.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -14,7 +19,6 @@ use crate::inventory::index::{Index, Insert};
 use crate::inventory::journal::Journal;
 use crate::inventory::prepared::Prepared;
 use crate::inventory::{Body, Entry};
-use crate::plugin::bindings as wit;
 
 /// A body the host can serve or record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +28,78 @@ pub struct BlobRef {
     /// SRI SHA-256, when known.
     pub hash: Option<String>,
 }
+
+/// An entry to record, its body named by the id the catalog issued.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub method: String,
+    pub url: String,
+    pub fetch_url: Option<String>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The request headers that selected this representation (content
+    /// negotiation); part of the match key.
+    pub request_headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+/// What recording an entry did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Added,
+    /// The same URL with the same status and body was already recorded.
+    Unchanged,
+    /// The same URL was recorded with another body or status; the first
+    /// one is kept.
+    Conflict,
+}
+
+/// What a line of the end-of-run summary is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// The build did not get a download whole.
+    Failed,
+    /// A request the recorded content cannot answer.
+    Missed,
+    /// Two answers for one URL; the first is kept.
+    Conflict,
+    /// Something asked for that did not happen (a rule that matched nothing).
+    Unused,
+    Note,
+}
+
+/// One thing the user is told, once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Told {
+    pub kind: Kind,
+    pub url: Option<String>,
+    /// The method, when the host saw the exchange itself.
+    pub method: Option<String>,
+    pub reason: String,
+    /// Who said it: a plugin's name, or `None` for the host.
+    pub by: Option<String>,
+}
+
+impl std::fmt::Display for Told {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(m) = &self.method {
+            write!(f, "{m} ")?;
+        }
+        if let Some(url) = &self.url {
+            write!(f, "{url}: ")?;
+        }
+        write!(f, "{}", self.reason)?;
+        if let Some(by) = &self.by {
+            write!(f, " ({by})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A body id the catalog never issued.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("body {0:?} was not issued by the host")]
+pub struct UnknownBlob(pub String);
 
 #[derive(Default, Debug)]
 pub struct Stats {
@@ -46,7 +122,8 @@ pub struct Catalog {
     index: RwLock<Index>,
     blobs: RwLock<HashMap<String, BlobRef>>,
     misses: Mutex<BTreeSet<(String, String)>>,
-    errors: Mutex<Vec<String>>,
+    /// By (kind, URL): the first thing said about it is kept.
+    told: Mutex<BTreeMap<(Kind, String), (u64, Told)>>,
     /// Transfers the client stopped reading: (method, URL, why).
     abandoned: Mutex<Vec<(String, String, String)>>,
     /// Misses and errors past [`KEPT`]: counted, not kept.
@@ -132,24 +209,28 @@ impl Catalog {
         self.blobs.read().unwrap().get(id).cloned()
     }
 
-    pub fn get(&self, method: &str, url: &str) -> Option<wit::Entry> {
-        let index = self.index.read().unwrap();
-        match index.get(method, url) {
-            Some(e) => Some(to_wit(e)),
-            None => {
-                let all = self.prepared_candidates(method, url);
-                all.iter()
-                    .find(|e| e.request_headers.is_empty())
-                    .or(all.first())
-                    .cloned()
-            }
-        }
+    /// The entry a request matches (URL normalised by the index): the one
+    /// no request header selected, else the first representation.
+    pub fn get(&self, method: &str, url: &str) -> Option<Entry> {
+        let found = self.index.read().unwrap().get(method, url).cloned();
+        found.or_else(|| {
+            let all = self.prepared_candidates(method, url);
+            all.iter()
+                .find(|e| e.request_headers.is_empty())
+                .or(all.first())
+                .cloned()
+        })
     }
 
     /// Every representation of `method url` (content negotiation).
-    pub fn representations(&self, method: &str, url: &str) -> Vec<wit::Entry> {
-        let index = self.index.read().unwrap();
-        let found: Vec<wit::Entry> = index.representations(method, url).map(to_wit).collect();
+    pub fn representations(&self, method: &str, url: &str) -> Vec<Entry> {
+        let found: Vec<Entry> = self
+            .index
+            .read()
+            .unwrap()
+            .representations(method, url)
+            .cloned()
+            .collect();
         if found.is_empty() {
             self.prepared_candidates(method, url)
         } else {
@@ -161,24 +242,21 @@ impl Catalog {
     /// bodies made nameable as loading would have; a damaged record or a
     /// body that changed is this request's error (the message names the
     /// file, the entry and the fix).
-    fn prepared_candidates(&self, method: &str, url: &str) -> Vec<wit::Entry> {
+    fn prepared_candidates(&self, method: &str, url: &str) -> Vec<Entry> {
         let Some(prepared) = self.prepared.as_ref() else {
             return Vec::new();
         };
         match prepared.candidates(method, url) {
-            Ok(entries) => entries
-                .iter()
-                .map(|e| {
-                    if let Some(body) = &e.body {
-                        self.blobs
-                            .write()
-                            .unwrap()
-                            .entry(blob_id(body))
-                            .or_insert_with(|| blob_ref(body));
-                    }
-                    to_wit(e)
-                })
-                .collect(),
+            Ok(entries) => {
+                for body in entries.iter().filter_map(|e| e.body.as_ref()) {
+                    self.blobs
+                        .write()
+                        .unwrap()
+                        .entry(blob_id(body))
+                        .or_insert_with(|| blob_ref(body));
+                }
+                entries
+            }
             Err(err) => {
                 eprintln!("buildproxy: error: {err}");
                 self.record_error(err.to_string());
@@ -187,13 +265,12 @@ impl Catalog {
         }
     }
 
-    pub fn put(&self, e: wit::Entry) -> Result<wit::PutOutcome, String> {
+    /// Records an entry whose body is named by an id this catalog issued.
+    pub fn put(&self, e: NewEntry) -> Result<PutOutcome, UnknownBlob> {
         let body = match &e.body {
             None => None,
-            Some(blob) => {
-                let known = self
-                    .blob(&blob.id)
-                    .ok_or_else(|| format!("body {:?} was not issued by the host", blob.id))?;
+            Some(id) => {
+                let known = self.blob(id).ok_or_else(|| UnknownBlob(id.clone()))?;
                 Some(Body {
                     hash: known.hash,
                     size: Some(known.size),
@@ -220,8 +297,8 @@ impl Catalog {
                 .collect(),
             body,
         };
-        let (status, url) = (entry.status, entry.url.clone());
         let selected = selected_by(&entry.request_headers);
+        let (status, url) = (entry.status, entry.url.clone());
         let journaled = self
             .journal
             .lock()
@@ -244,15 +321,15 @@ impl Catalog {
                         human_size(size)
                     );
                 }
-                wit::PutOutcome::Added
+                PutOutcome::Added
             }
             Insert::Unchanged => {
                 self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
-                wit::PutOutcome::Unchanged
+                PutOutcome::Unchanged
             }
             Insert::Conflict { .. } => {
                 self.stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                wit::PutOutcome::Conflict
+                PutOutcome::Conflict
             }
         })
     }
@@ -274,19 +351,68 @@ impl Catalog {
         self.misses.lock().unwrap().iter().cloned().collect()
     }
 
-    /// An exchange that failed (upstream error, plugin fault): for the summary.
-    pub fn record_error(&self, what: String) {
-        self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        let mut errors = self.errors.lock().unwrap();
-        if errors.len() >= KEPT {
-            self.errors_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        errors.push(what);
+    /// An exchange the host saw fail (upstream error, plugin fault, the
+    /// content store): for the summary.
+    pub fn record_failure(&self, method: &str, url: &str, reason: String) {
+        self.tell(Told {
+            kind: Kind::Failed,
+            url: Some(url.to_string()),
+            method: Some(method.to_string()),
+            reason,
+            by: None,
+        });
     }
 
+    /// A failure that names no URL (a damaged content record).
+    pub fn record_error(&self, what: String) {
+        self.tell(Told {
+            kind: Kind::Failed,
+            url: None,
+            method: None,
+            reason: what,
+            by: None,
+        });
+    }
+
+    /// The failures, as the summary prints them.
     pub fn errors(&self) -> Vec<String> {
-        self.errors.lock().unwrap().clone()
+        self.failures().iter().map(ToString::to_string).collect()
+    }
+
+    /// Keeps a line for the summary, unless one of its kind was kept for
+    /// its URL (or, without one, its reason) already. Past [`KEPT`] lines
+    /// they are counted, not kept.
+    pub fn tell(&self, told: Told) {
+        let mut all = self.told.lock().unwrap();
+        let about = told.url.clone().unwrap_or_else(|| told.reason.clone());
+        let order = all.len() as u64;
+        let full = all.len() >= KEPT;
+        if let std::collections::btree_map::Entry::Vacant(slot) = all.entry((told.kind, about)) {
+            if told.kind == Kind::Failed {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            if full {
+                self.errors_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            slot.insert((order, told));
+        }
+    }
+
+    /// What the summary says, in the order it was first said.
+    pub fn told(&self) -> Vec<Told> {
+        let all = self.told.lock().unwrap();
+        let mut lines: Vec<_> = all.values().cloned().collect();
+        lines.sort_by_key(|(order, _)| *order);
+        lines.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// The failed downloads, each once.
+    pub fn failures(&self) -> Vec<Told> {
+        self.told()
+            .into_iter()
+            .filter(|t| t.kind == Kind::Failed)
+            .collect()
     }
 
     /// A body the client stopped reading (its own choice: uv reads a
@@ -323,27 +449,8 @@ impl Catalog {
     }
 }
 
-/// An entry as plugins see it.
-fn to_wit(e: &Entry) -> wit::Entry {
-    let pairs = |m: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
-        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    };
-    wit::Entry {
-        method: e.method.clone(),
-        url: e.url.clone(),
-        fetch_url: e.fetch_url.clone(),
-        status: e.status,
-        headers: pairs(&e.headers),
-        request_headers: pairs(&e.request_headers),
-        body: e.body.as_ref().map(|b| wit::Blob {
-            id: blob_id(b),
-            size: b.size.unwrap_or(0),
-        }),
-    }
-}
-
 /// ` (accept: …)` after a recorded URL whose representation was negotiated.
-pub fn selected_by(request_headers: &std::collections::BTreeMap<String, String>) -> String {
+pub fn selected_by(request_headers: &BTreeMap<String, String>) -> String {
     if request_headers.is_empty() {
         return String::new();
     }
@@ -354,7 +461,9 @@ pub fn selected_by(request_headers: &std::collections::BTreeMap<String, String>)
     format!(" ({})", pairs.join("; "))
 }
 
-fn blob_id(body: &Body) -> String {
+/// The id plugins name a recorded body by: its hash, or its file when the
+/// hash is unknown.
+pub fn blob_id(body: &Body) -> String {
     match (&body.hash, &body.file) {
         (Some(h), _) => h.clone(),
         (None, Some(f)) => format!("file:{}", f.display()),
@@ -377,5 +486,39 @@ pub fn human_size(size: Option<u64>) -> String {
         Some(n) if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
         Some(n) if n < 1 << 30 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
         Some(n) => format!("{:.2} GiB", n as f64 / (1u64 << 30) as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_download_is_listed_once_with_what_was_said_first() {
+        let c = Catalog::default();
+        let url = "https://a.test/x";
+        c.record_failure("GET", url, "upstream reset".into());
+        c.tell(Told {
+            kind: Kind::Failed,
+            url: Some(url.into()),
+            method: None,
+            reason: "not recorded: upstream reset".into(),
+            by: Some("capture".into()),
+        });
+        c.tell(Told {
+            kind: Kind::Note,
+            url: Some(url.into()),
+            method: None,
+            reason: "served as recorded".into(),
+            by: Some("redirect".into()),
+        });
+        let failures = c.failures();
+        assert_eq!(failures.len(), 1);
+        assert_eq!(
+            failures[0].to_string(),
+            "GET https://a.test/x: upstream reset"
+        );
+        assert_eq!(c.stats.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(c.told().len(), 2);
     }
 }

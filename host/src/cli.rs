@@ -89,6 +89,10 @@ pub struct Common {
     /// Memory one plugin instance may use.
     #[arg(long, default_value_t = 256)]
     pub plugin_memory_mib: usize,
+    /// Instances of one plugin at most, so at most this many of its hook
+    /// calls at once (each may use --plugin-memory-mib).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub plugin_instances: u32,
     /// Largest body buffered for a plugin that asks for one.
     #[arg(long, default_value_t = 64)]
     pub plugin_body_limit_mib: usize,

@@ -171,6 +171,157 @@ fn a_trapping_looping_or_hoarding_plugin_fails_one_exchange_and_the_next_succeed
     }
 }
 
+/// Hook calls yield to the runtime at every epoch tick: plugins looping to
+/// their deadline on more exchanges than the runtime has worker threads
+/// must not hold back an unrelated request.
+#[test]
+fn a_plugin_looping_to_its_deadline_delays_only_its_own_exchanges() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let arg = fixture_arg("loop");
+    let deadline_ms = 4000;
+    let proxy = proxy_with(
+        &scratch,
+        &ca,
+        &[
+            "--plugin",
+            &arg,
+            "--plugin-deadline-ms",
+            &deadline_ms.to_string(),
+        ],
+    );
+    let url = up.https_url("/bytes/1000");
+    let want = direct(&ca, &url);
+    // Warm: the connection pool, the TLS leaf, an instance.
+    assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
+    let calm = std::time::Instant::now();
+    assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
+    let calm = calm.elapsed();
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = std::time::Instant::now();
+    let loops: Vec<_> = (0..workers * 2)
+        .map(|i| {
+            let env = proxy.env.clone();
+            let boom = up.https_url(&format!("/boom/{i}"));
+            std::thread::spawn(move || status_and_body(&env, &[&boom]))
+        })
+        .collect();
+    // Let every loop start (the fixture loops in `on-request`).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
+    let took = asked.elapsed();
+    eprintln!("an unrelated request took {took:?} while plugin calls looped ({calm:?} before)");
+    let loops_running = started.elapsed() < std::time::Duration::from_millis(deadline_ms);
+    for l in loops {
+        let (status, body) = l.join().unwrap();
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("deadline"), "{body}");
+    }
+    assert!(
+        took < std::time::Duration::from_millis(1000),
+        "an unrelated request took {took:?} while {} plugin calls looped",
+        workers * 2
+    );
+    assert!(
+        loops_running,
+        "the loops ended before the request was served: the machine is too slow for this test"
+    );
+}
+
+/// Git's smart HTTP says what it wants in a POST body: a plugin can read
+/// it and answer from it, or read it and let it go upstream whole; state it
+/// keeps for the exchange reaches its later hooks.
+#[test]
+fn a_plugin_reads_a_request_body_and_answers_from_it_or_sends_it_upstream() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let answer = fixture_arg("answer-body");
+    let proxy = proxy_with(&scratch, &ca, &["--plugin", &answer]);
+    let hits = up.hits();
+    let url = up.https_url("/repo.git/chain/git-upload-pack");
+    let got = fetch(
+        &proxy.env,
+        &["-sS", "--data-binary", "0032want 0123abcd", &url],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        "POST 17 bytes: 0032want 0123abcd"
+    );
+    assert_eq!(up.hits(), hits, "answered without the upstream");
+
+    let peek = fixture_arg("peek-body");
+    let proxy = proxy_with(&scratch, &ca, &["--plugin", &peek]);
+    let sent = payload(300_000, 7);
+    let file = scratch.path("post");
+    std::fs::write(&file, &sent).unwrap();
+    let (head, body) = (scratch.path("head"), scratch.path("body"));
+    let out = curl(
+        &proxy.env,
+        &[
+            "-sS",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            "-D",
+            head.to_str().unwrap(),
+            "-o",
+            body.to_str().unwrap(),
+            &up.https_url("/echo/chain"),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        std::fs::read(&body).unwrap(),
+        sent,
+        "the upstream got the body whole"
+    );
+    let head = std::fs::read_to_string(&head).unwrap().to_lowercase();
+    assert!(head.contains("x-echo-method: post"), "{head}");
+    assert!(
+        head.contains("x-peeked: 300000"),
+        "state kept from on-request-body: {head}"
+    );
+}
+
+/// A request body larger than the limit a plugin asked for is refused
+/// with what to raise, before it is read. (Over h2, curl 7.88 reports the
+/// stream reset that ends its unsent body as an error instead of showing
+/// the 413; HTTP/1.1 shows the answer.)
+#[test]
+fn a_request_body_past_the_limit_is_a_413_naming_the_flag() {
+    let scratch = Scratch::new();
+    let ca = TestCa::new(scratch.dir.path());
+    let up = Upstream::start(&ca);
+    let answer = fixture_arg("answer-body");
+    let proxy = proxy_with(
+        &scratch,
+        &ca,
+        &["--plugin", &answer, "--plugin-body-limit-mib", "1"],
+    );
+    let file = scratch.path("big");
+    std::fs::write(&file, payload(2 << 20, 3)).unwrap();
+    let data = format!("@{}", file.display());
+    let out = curl(
+        &proxy.env,
+        &[
+            "--http1.1",
+            "--data-binary",
+            &data,
+            "-w",
+            "\n%{http_code}",
+            &up.https_url("/chain"),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n413") && text.contains("--plugin-body-limit-mib"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn a_plugin_that_rejects_its_config_stops_the_proxy_at_start_with_the_reason() {
     let plugin = format!("{}=config-error", fixture_plugin("misbehave").display());

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -182,6 +182,15 @@ async fn serve(
         .map(|p| p.to_string())
         .unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::new()));
+    if path.starts_with("/echo") {
+        // The request body back, with the method: what the proxy forwarded.
+        let method = req.method().to_string();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let mut resp = Response::new(Full::new(body));
+        resp.headers_mut()
+            .insert("x-echo-method", method.parse().unwrap());
+        return Ok(resp);
+    }
     if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap_or(0);
         let seed = pq

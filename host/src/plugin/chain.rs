@@ -8,26 +8,24 @@
 
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::Component;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{
-    Exchange, HooksWanted, Mode, Plugin, PluginPre, Request, RequestAction, Response,
-    ResponseAction, ResponseHead,
+    self as wit, HooksWanted, Mode, Plugin, PluginPre, RequestAction, ResponseAction,
 };
 use super::engine::{Limits, Runtime};
-use super::state::{Counters, HostState};
+use super::fault::{DeadlineExceeded, Fault, FaultReason, MemoryCap, classify};
+use super::lane;
+use super::state::{Counters, HostState, Stash};
 use super::{PluginError, PluginSpec};
 use crate::catalog::Catalog;
-
-/// A plugin failed while handling one exchange.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("plugin {plugin} failed in {hook}: {reason}")]
-pub struct PluginFault {
-    pub plugin: Arc<str>,
-    pub hook: &'static str,
-    pub reason: String,
-}
+use crate::proxy::policy::{
+    self, BoxFuture, Policy, Request, RequestOutcome, ResponseHead, ResponseOutcome, Resume,
+    Summary,
+};
 
 struct Instance {
     store: Store<HostState>,
@@ -39,9 +37,20 @@ struct Loaded {
     config: String,
     pre: PluginPre<HostState>,
     pool: Mutex<Vec<Instance>>,
+    /// One permit per instance that may exist: a call holds one while it
+    /// runs, so instances (and their memory) are bounded.
+    permits: Arc<Semaphore>,
     counters: Counters,
+    /// Exchange state, by exchange, shared by the plugin's instances.
+    stash: Stash,
     /// What `configure` said it has an opinion on; the rest is skipped.
     wants: HooksWanted,
+}
+
+/// An instance checked out for one call, with the permit that allowed it.
+struct Lease {
+    instance: Instance,
+    _permit: OwnedSemaphorePermit,
 }
 
 pub struct Chain {
@@ -51,25 +60,10 @@ pub struct Chain {
     catalog: Arc<Catalog>,
 }
 
-/// Where a request goes after `on-request`.
-pub enum RequestOutcome {
-    /// Upstream, as (possibly) rewritten.
-    Forward(Request),
-    /// A plugin answered.
-    Respond { by: Arc<str>, response: Response },
-}
-
-/// What `on-response` decided.
-pub struct ResponseOutcome {
-    pub head: ResponseHead,
-    /// Indexes of plugins that want the whole body, in chain order.
-    pub want_body: Vec<usize>,
-}
-
 impl Chain {
     /// Compiles (or loads from cache) and configures every plugin; any error
     /// here stops the proxy before it listens.
-    pub fn load(
+    pub async fn load(
         runtime: &Runtime,
         specs: &[PluginSpec],
         mode: Mode,
@@ -83,7 +77,9 @@ impl Chain {
                 config: spec.config.clone(),
                 pre,
                 pool: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(runtime.limits.instances.max(1))),
                 counters: Counters::default(),
+                stash: Stash::default(),
                 wants: HooksWanted::all(),
             });
         }
@@ -97,20 +93,21 @@ impl Chain {
         // and the hooks each plugin wants are known before the first request.
         for i in 0..chain.plugins.len() {
             let p = &chain.plugins[i];
-            let (instance, wants) = chain.instantiate(p).map_err(|fault| {
-                if fault.hook == "configure" && fault.reason.starts_with("rejected config: ") {
-                    PluginError::Config {
-                        name: p.name.to_string(),
-                        config: p.config.clone(),
-                        reason: fault.reason["rejected config: ".len()..].to_string(),
-                    }
-                } else {
-                    PluginError::Start {
-                        name: p.name.to_string(),
-                        reason: fault.reason,
-                    }
-                }
-            })?;
+            let (instance, wants) =
+                chain
+                    .instantiate(p)
+                    .await
+                    .map_err(|fault| match fault.reason {
+                        FaultReason::Config(reason) => PluginError::Config {
+                            name: p.name.to_string(),
+                            config: p.config.clone(),
+                            reason,
+                        },
+                        reason => PluginError::Start {
+                            name: p.name.to_string(),
+                            reason: reason.to_string(),
+                        },
+                    })?;
             chain.plugins[i].pool.lock().unwrap().push(instance);
             chain.plugins[i].wants = wants;
         }
@@ -130,63 +127,93 @@ impl Chain {
         self.plugins.is_empty()
     }
 
-    fn instantiate(&self, p: &Loaded) -> Result<(Instance, HooksWanted), PluginFault> {
-        let fault = |hook, e: wasmtime::Error| PluginFault {
-            plugin: p.name.clone(),
+    async fn instantiate(&self, p: &Loaded) -> Result<(Instance, HooksWanted), Fault> {
+        let fault = |hook, e: wasmtime::Error| Fault {
+            by: p.name.clone(),
             hook,
-            reason: describe(&e, &self.limits),
+            reason: classify(&e, self.limits.deadline),
         };
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .build();
         let mut store = Store::new(
             p.pre.engine(),
             HostState {
                 plugin: p.name.clone(),
                 catalog: self.catalog.clone(),
-                limits,
+                memory: MemoryCap {
+                    bytes: self.limits.memory_bytes,
+                },
                 counters: p.counters.clone(),
+                ticks_left: 0,
+                exchange: None,
+                stash: p.stash.clone(),
             },
         );
-        store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        store.limiter(|s| &mut s.memory);
+        // Each tick the call yields to the runtime, so other exchanges run;
+        // once its ticks are spent it fails with the deadline.
+        store.epoch_deadline_callback(|mut cx| {
+            let state = cx.data_mut();
+            if state.ticks_left == 0 {
+                return Err(wasmtime::Error::new(DeadlineExceeded));
+            }
+            state.ticks_left -= 1;
+            Ok(UpdateDeadline::Yield(1))
+        });
+        arm(&mut store, &self.limits);
         let bindings = p
             .pre
-            .instantiate(&mut store)
+            .instantiate_async(&mut store)
+            .await
             .map_err(|e| fault("instantiate", e))?;
+        arm(&mut store, &self.limits);
         let configured = bindings
             .buildproxy_plugin_hooks()
             .call_configure(&mut store, self.mode, &p.config)
+            .await
             .map_err(|e| fault("configure", e))?;
         match configured {
             Ok(wants) => Ok((Instance { store, bindings }, wants)),
-            Err(reason) => Err(PluginFault {
-                plugin: p.name.clone(),
+            Err(reason) => Err(Fault {
+                by: p.name.clone(),
                 hook: "configure",
-                reason: format!("rejected config: {reason}"),
+                reason: FaultReason::Config(reason),
             }),
         }
     }
 
-    /// Runs one hook on one plugin with the deadline armed.
-    fn call<R>(
-        &self,
-        p: &Loaded,
-        hook: &'static str,
-        f: impl FnOnce(&mut Store<HostState>, &Plugin) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginFault> {
+    /// Checks an instance out for one call, with the deadline armed; waits
+    /// while the plugin has as many calls running as it may have instances.
+    async fn lease(&self, p: &Loaded, exchange: Option<u64>) -> Result<Lease, Fault> {
+        let permit = p
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
         let pooled = p.pool.lock().unwrap().pop();
         let mut instance = match pooled {
             Some(i) => i,
-            None => self.instantiate(p)?.0,
+            None => self.instantiate(p).await?.0,
         };
-        instance
-            .store
-            .set_epoch_deadline(self.limits.deadline_ticks());
-        match f(&mut instance.store, &instance.bindings) {
+        arm(&mut instance.store, &self.limits);
+        instance.store.data_mut().exchange = exchange;
+        Ok(Lease {
+            instance,
+            _permit: permit,
+        })
+    }
+
+    /// Ends a call: a good instance goes back to the pool; one that failed
+    /// is dropped, since its state may be anything now.
+    fn settle<R>(
+        &self,
+        p: &Loaded,
+        hook: &'static str,
+        lease: Lease,
+        result: wasmtime::Result<R>,
+    ) -> Result<R, Fault> {
+        match result {
             Ok(r) => {
-                p.pool.lock().unwrap().push(instance);
+                p.pool.lock().unwrap().push(lease.instance);
                 Ok(r)
             }
             // The instance is dropped: its state may be anything now.
@@ -196,91 +223,184 @@ impl Chain {
                      starts a fresh one",
                     p.name
                 );
-                Err(PluginFault {
-                    plugin: p.name.clone(),
+                Err(Fault {
+                    by: p.name.clone(),
                     hook,
-                    reason: describe(&e, &self.limits),
+                    reason: classify(&e, self.limits.deadline),
                 })
             }
         }
     }
 
-    /// `on-request` in chain order until one plugin responds.
-    pub fn on_request(&self, id: u64, mut req: Request) -> Result<RequestOutcome, PluginFault> {
-        for p in self.wanting(HooksWanted::ON_REQUEST) {
-            let action = self.call(p, "on-request", |s, b| {
-                b.buildproxy_plugin_hooks().call_on_request(s, id, &req)
-            })?;
-            match action {
-                RequestAction::Pass => {}
-                RequestAction::Rewrite(r) => req = r,
-                RequestAction::Respond(response) => {
-                    return Ok(RequestOutcome::Respond {
-                        by: p.name.clone(),
-                        response,
-                    });
-                }
+    /// `on-request` in chain order until one plugin responds or asks for
+    /// the body, from the plugin at `start`.
+    async fn request(
+        &self,
+        id: u64,
+        mut req: wit::Request,
+        start: usize,
+        mut by: Option<Arc<str>>,
+    ) -> Result<RequestOutcome, Fault> {
+        for (i, p) in self.plugins.iter().enumerate().skip(start) {
+            if !p.wants.contains(HooksWanted::ON_REQUEST) {
+                continue;
+            }
+            let mut l = self.lease(p, Some(id)).await?;
+            let (l, sent, r) = lane::run(async move {
+                let hooks = l.instance.bindings.buildproxy_plugin_hooks();
+                let r = hooks.call_on_request(&mut l.instance.store, id, &req).await;
+                (l, req, r)
+            })
+            .await;
+            req = sent;
+            let action = self.settle(p, "on-request", l, r)?;
+            if let RequestAction::WantBody = action {
+                return Ok(RequestOutcome::WantBody {
+                    request: req.into(),
+                    resume: Resume { at: i, by },
+                });
+            }
+            if let Some(answer) = apply(p, action, &mut req, &mut by) {
+                return Ok(answer);
             }
         }
-        Ok(RequestOutcome::Forward(req))
+        Ok(RequestOutcome::Forward {
+            request: req.into(),
+            by,
+        })
+    }
+
+    /// `on-request-body` for the plugin that asked; its answer stands for
+    /// its `on-request`, and the chain goes on after it.
+    async fn request_body(
+        &self,
+        id: u64,
+        req: Request,
+        body: Bytes,
+        resume: Resume,
+    ) -> Result<RequestOutcome, Fault> {
+        let mut req: wit::Request = req.into();
+        let Resume { at, mut by } = resume;
+        let p = &self.plugins[at];
+        let mut l = self.lease(p, Some(id)).await?;
+        let (l, sent, r) = lane::run(async move {
+            let hooks = l.instance.bindings.buildproxy_plugin_hooks();
+            let r = hooks
+                .call_on_request_body(&mut l.instance.store, id, &req, &body)
+                .await;
+            (l, req, r)
+        })
+        .await;
+        req = sent;
+        let action = self.settle(p, "on-request-body", l, r)?;
+        if let Some(answer) = apply(p, action, &mut req, &mut by) {
+            return Ok(answer);
+        }
+        self.request(id, req, at + 1, by).await
     }
 
     /// `on-response` on every plugin in chain order; head replacements
     /// accumulate, and each plugin sees the head as the previous left it.
-    pub fn on_response(
+    async fn response(
         &self,
         id: u64,
         req: &Request,
-        mut head: ResponseHead,
-    ) -> Result<ResponseOutcome, PluginFault> {
+        head: ResponseHead,
+    ) -> Result<ResponseOutcome, Fault> {
+        let mut req: wit::Request = req.clone().into();
+        let mut head: wit::ResponseHead = head.into();
         let mut want_body = Vec::new();
         for (i, p) in self.plugins.iter().enumerate() {
             if !p.wants.contains(HooksWanted::ON_RESPONSE) {
                 continue;
             }
-            let action = self.call(p, "on-response", |s, b| {
-                b.buildproxy_plugin_hooks()
-                    .call_on_response(s, id, req, &head)
-            })?;
-            match action {
+            let mut l = self.lease(p, Some(id)).await?;
+            let (l, sent, r) = lane::run(async move {
+                let hooks = l.instance.bindings.buildproxy_plugin_hooks();
+                let r = hooks
+                    .call_on_response(&mut l.instance.store, id, &req, &head)
+                    .await;
+                (l, (req, head), r)
+            })
+            .await;
+            (req, head) = sent;
+            match self.settle(p, "on-response", l, r)? {
                 ResponseAction::Pass => {}
                 ResponseAction::ReplaceHead(h) => {
-                    crate::proxy::headers::validate(&h).map_err(|why| PluginFault {
-                        plugin: p.name.clone(),
+                    let h: ResponseHead = h.into();
+                    // Later plugins see it: it must be valid before they do.
+                    policy::check_head(&h).map_err(|reason| Fault {
+                        by: p.name.clone(),
                         hook: "on-response",
-                        reason: format!("replaced the head with {why}"),
+                        reason,
                     })?;
-                    head = h;
+                    head = h.into();
                 }
                 ResponseAction::WantBody => want_body.push(i),
             }
         }
-        Ok(ResponseOutcome { head, want_body })
+        Ok(ResponseOutcome {
+            head: head.into(),
+            want_body,
+        })
     }
 
-    /// `on-response-body` for one plugin that asked for the body.
-    pub fn on_response_body(
+    /// `on-response-body` for each plugin that asked, in chain order, each
+    /// seeing the previous one's result.
+    async fn response_body(
         &self,
-        index: usize,
         id: u64,
         req: &Request,
         head: &ResponseHead,
-        body: &[u8],
-    ) -> Result<Option<Vec<u8>>, PluginFault> {
-        let p = &self.plugins[index];
-        self.call(p, "on-response-body", |s, b| {
-            b.buildproxy_plugin_hooks()
-                .call_on_response_body(s, id, req, head, body)
-        })
+        wanting: &[usize],
+        body: Bytes,
+    ) -> Result<Option<Bytes>, Fault> {
+        let mut req: wit::Request = req.clone().into();
+        let mut head: wit::ResponseHead = head.clone().into();
+        let (mut current, mut replaced) = (body, false);
+        for &index in wanting {
+            let p = &self.plugins[index];
+            let mut l = self.lease(p, Some(id)).await?;
+            let given = current.clone();
+            let (l, sent, r) = lane::run(async move {
+                let hooks = l.instance.bindings.buildproxy_plugin_hooks();
+                let r = hooks
+                    .call_on_response_body(&mut l.instance.store, id, &req, &head, &given)
+                    .await;
+                (l, (req, head), r)
+            })
+            .await;
+            (req, head) = sent;
+            if let Some(new) = self.settle(p, "on-response-body", l, r)? {
+                current = Bytes::from(new);
+                replaced = true;
+            }
+        }
+        Ok(replaced.then_some(current))
     }
 
     /// `on-complete` on every plugin. A fault here cannot fail the exchange
     /// (the client has its answer), so it is logged.
-    pub fn on_complete(&self, id: u64, summary: &Exchange) {
+    async fn complete(&self, id: u64, summary: &Summary) {
+        let mut exchange = wit::Exchange::from(summary);
         for p in self.wanting(HooksWanted::ON_COMPLETE) {
-            if let Err(fault) = self.call(p, "on-complete", |s, b| {
-                b.buildproxy_plugin_hooks().call_on_complete(s, id, summary)
-            }) {
+            let mut l = match self.lease(p, Some(id)).await {
+                Ok(l) => l,
+                Err(fault) => {
+                    tracing::error!("{fault}");
+                    continue;
+                }
+            };
+            let (l, sent, r) = lane::run(async move {
+                let hooks = l.instance.bindings.buildproxy_plugin_hooks();
+                let r = hooks
+                    .call_on_complete(&mut l.instance.store, id, &exchange)
+                    .await;
+                (l, exchange, r)
+            })
+            .await;
+            exchange = sent;
+            if let Err(fault) = self.settle(p, "on-complete", l, r) {
                 tracing::error!(
                     "{fault} (exchange {} {})",
                     summary.request.method,
@@ -293,7 +413,7 @@ impl Chain {
     /// `report` on one instance of every plugin, with its counters' totals:
     /// the lines each plugin has for the user at the end of the run, as
     /// (plugin, line). Called once, when no exchange is in flight.
-    pub fn report(&self) -> Vec<(Arc<str>, String)> {
+    pub async fn report(&self) -> Vec<(Arc<str>, String)> {
         let mut lines = Vec::new();
         for p in self.wanting(HooksWanted::REPORT) {
             let totals: Vec<(String, u64)> = p
@@ -303,15 +423,102 @@ impl Chain {
                 .iter()
                 .map(|(k, v)| (k.clone(), *v))
                 .collect();
-            match self.call(p, "report", |s, b| {
-                b.buildproxy_plugin_hooks().call_report(s, &totals)
-            }) {
+            let said = async {
+                let mut l = self.lease(p, None).await?;
+                let r = l
+                    .instance
+                    .bindings
+                    .buildproxy_plugin_hooks()
+                    .call_report(&mut l.instance.store, &totals)
+                    .await;
+                self.settle(p, "report", l, r)
+            };
+            match said.await {
                 Ok(said) => lines.extend(said.into_iter().map(|l| (p.name.clone(), l))),
                 Err(fault) => lines.push((p.name.clone(), format!("could not report: {fault}"))),
             }
         }
         lines
     }
+}
+
+impl Policy for Chain {
+    fn on_request(&self, id: u64, req: Request) -> BoxFuture<'_, Result<RequestOutcome, Fault>> {
+        Box::pin(self.request(id, req.into(), 0, None))
+    }
+
+    fn on_request_body(
+        &self,
+        id: u64,
+        req: Request,
+        body: Bytes,
+        resume: Resume,
+    ) -> BoxFuture<'_, Result<RequestOutcome, Fault>> {
+        Box::pin(self.request_body(id, req, body, resume))
+    }
+
+    fn on_response<'a>(
+        &'a self,
+        id: u64,
+        req: &'a Request,
+        head: ResponseHead,
+    ) -> BoxFuture<'a, Result<ResponseOutcome, Fault>> {
+        Box::pin(self.response(id, req, head))
+    }
+
+    fn on_response_body<'a>(
+        &'a self,
+        id: u64,
+        req: &'a Request,
+        head: &'a ResponseHead,
+        want_body: &'a [usize],
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<Option<Bytes>, Fault>> {
+        Box::pin(self.response_body(id, req, head, want_body, body))
+    }
+
+    fn on_complete<'a>(&'a self, id: u64, summary: &'a Summary) -> BoxFuture<'a, ()> {
+        Box::pin(self.complete(id, summary))
+    }
+
+    fn end(&self, id: u64) {
+        for p in &self.plugins {
+            let mut stash = p.stash.lock().unwrap();
+            if !stash.is_empty() {
+                stash.remove(&id);
+            }
+        }
+    }
+}
+
+/// What one plugin's request action means for the chain: a rewrite changes
+/// the request (and who rewrote it), a local answer ends it (`Some`);
+/// `pass`, and `want-body` once the body was given, go on.
+fn apply(
+    p: &Loaded,
+    action: RequestAction,
+    req: &mut wit::Request,
+    by: &mut Option<Arc<str>>,
+) -> Option<RequestOutcome> {
+    match action {
+        RequestAction::Pass | RequestAction::WantBody => None,
+        RequestAction::Rewrite(r) => {
+            *req = r;
+            *by = Some(p.name.clone());
+            None
+        }
+        RequestAction::Respond(response) => Some(RequestOutcome::Respond {
+            by: p.name.clone(),
+            response: response.into(),
+        }),
+    }
+}
+
+/// Gives a store a fresh deadline for its next call: one tick until the
+/// epoch callback runs, then `deadline_ticks` more yields.
+fn arm(store: &mut Store<HostState>, limits: &Limits) {
+    store.data_mut().ticks_left = limits.deadline_ticks();
+    store.set_epoch_deadline(1);
 }
 
 /// Compiles a component and links it against the host's imports and the
@@ -332,23 +539,4 @@ pub fn link(
         .instantiate_pre(&component)
         .map_err(link_err)?;
     PluginPre::new(instance_pre).map_err(link_err)
-}
-
-/// A sentence a user can act on, from a wasmtime error.
-fn describe(e: &wasmtime::Error, limits: &Limits) -> String {
-    match e.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => format!(
-            "ran past its deadline of {} ms (raise it with --plugin-deadline-ms if the work is legitimate)",
-            limits.deadline.as_millis()
-        ),
-        Some(Trap::UnreachableCodeReached) => {
-            format!("trapped: unreachable code reached (a panic in a Rust plugin): {e:#}")
-        }
-        Some(trap) => format!("trapped: {trap}: {e:#}"),
-        None if format!("{e:#}").contains("memory") => format!(
-            "exceeded its memory limit of {} MiB (raise it with --plugin-memory-mib): {e:#}",
-            limits.memory_bytes >> 20
-        ),
-        None => format!("{e:#}"),
-    }
 }

@@ -29,6 +29,10 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// The largest body the host buffers for a plugin that asked for one.
     pub body_bytes: usize,
+    /// Instances of one plugin that may exist at once: each may grow to
+    /// `memory_bytes`, so this bounds the memory plugins can take, and the
+    /// exchanges a plugin serves at once (the rest wait for an instance).
+    pub instances: usize,
 }
 
 impl Default for Limits {
@@ -37,6 +41,7 @@ impl Default for Limits {
             deadline: Duration::from_millis(1000),
             memory_bytes: 256 << 20,
             body_bytes: 64 << 20,
+            instances: 32,
         }
     }
 }
@@ -58,18 +63,24 @@ impl Runtime {
     pub fn new(limits: Limits, cache_dir: Option<PathBuf>) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // Hooks run as futures on the proxy's runtime and yield at every
+        // epoch tick (see `chain`), so a plugin that computes for its whole
+        // deadline delays only its own exchange.
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        let ticker = engine.clone();
+        // The ticker holds the engine weakly: it ends with the last Runtime
+        // instead of keeping every compiled plugin alive for the process.
+        let ticker = engine.weak();
         std::thread::Builder::new()
             .name("wasm-epoch".into())
             .spawn(move || {
-                loop {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
                     std::thread::sleep(TICK);
-                    ticker.increment_epoch();
                 }
             })
             .map_err(|e| PluginError::Engine(e.to_string()))?;

@@ -9,14 +9,22 @@ use wasmtime::component::types::ComponentItem;
 
 /// The interface this host speaks.
 pub const PACKAGE: &str = "buildproxy:plugin";
-pub const VERSION: &str = "0.1.0";
+pub const VERSION: &str = "0.2.0";
 
 /// What a plugin may import: the interfaces the host implements.
-const IMPORTS: &[&str] = &["types", "log", "inventory", "counters"];
+const IMPORTS: &[&str] = &[
+    "types",
+    "log",
+    "inventory",
+    "counters",
+    "report",
+    "exchange-state",
+];
 /// The functions of the `hooks` export, all required.
 const HOOKS: &[&str] = &[
     "configure",
     "on-request",
+    "on-request-body",
     "on-response",
     "on-response-body",
     "on-complete",
@@ -35,9 +43,16 @@ fn other_version(version: &str, item: &str) -> String {
     } else {
         format!("{PACKAGE}@{version}")
     };
+    let moving = if version == "0.1.0" {
+        " (from 0.1.0: sentences counted with `count` become `Host::tell`, a Host you \
+         implement needs `tell`, `state` and `set_state`; see \"Moving from 0.1.0\" in \
+         docs/plugins.md)"
+    } else {
+        ""
+    };
     format!(
         "it was built against {v} ({item}), and this buildproxy speaks {PACKAGE}@{VERSION}. \
-         Rebuild it with the buildproxy-plugin-sdk of this buildproxy (or its wit/plugin.wit)"
+         Rebuild it with the buildproxy-plugin-sdk of this buildproxy (or its wit/plugin.wit){moving}"
     )
 }
 
@@ -153,12 +168,13 @@ mod tests {
 
     #[test]
     fn another_interface_version_is_named_with_the_fix() {
-        let err = link_error(&WIT.replace("@0.1.0", "@0.2.0"));
+        let err = link_error(&WIT.replace("@0.2.0", "@0.1.0"));
         assert!(err.contains("plugin mine"), "{err}");
         assert!(
-            err.contains("built against buildproxy:plugin@0.2.0")
-                && err.contains("speaks buildproxy:plugin@0.1.0")
-                && err.contains("Rebuild it with the buildproxy-plugin-sdk of this buildproxy"),
+            err.contains("built against buildproxy:plugin@0.1.0")
+                && err.contains("speaks buildproxy:plugin@0.2.0")
+                && err.contains("Rebuild it with the buildproxy-plugin-sdk of this buildproxy")
+                && err.contains("Moving from 0.1.0"),
             "{err}"
         );
     }
@@ -181,7 +197,7 @@ mod tests {
     fn no_hooks_export_says_how_to_export_them() {
         let err = link_error(&WIT.replace("export hooks;", ""));
         assert!(
-            err.contains("does not export buildproxy:plugin/hooks@0.1.0")
+            err.contains("does not export buildproxy:plugin/hooks@0.2.0")
                 && err.contains("export_plugin!"),
             "{err}"
         );
@@ -212,7 +228,7 @@ mod tests {
         );
         let err = link_error(&wit);
         assert!(
-            err.contains("imports buildproxy:plugin/clock@0.1.0")
+            err.contains("imports buildproxy:plugin/clock@0.2.0")
                 && err.contains("does not provide"),
             "{err}"
         );

@@ -15,12 +15,16 @@ pub mod bindings;
 pub mod bundled;
 mod cache_trust;
 pub mod chain;
+mod convert;
 pub mod engine;
+pub mod fault;
 pub mod fit;
+mod lane;
 pub mod state;
 
-pub use chain::{Chain, PluginFault, RequestOutcome};
+pub use chain::Chain;
 pub use engine::{Limits, Runtime};
+pub use fault::{Fault, FaultReason};
 
 /// Where a plugin's component bytes come from, and its config string.
 #[derive(Debug, Clone)]
@@ -83,7 +87,9 @@ pub enum PluginError {
     Compile { name: String, reason: String },
     /// `reason` says what to change (see `fit`).
     #[error(
-        "plugin {name} does not fit this buildproxy's interface (buildproxy:plugin@0.1.0): {reason}"
+        "plugin {name} does not fit this buildproxy's interface ({}@{}): {reason}",
+        fit::PACKAGE,
+        fit::VERSION
     )]
     Link { name: String, reason: String },
     #[error(

@@ -1,23 +1,37 @@
 //! The host side of a plugin's imports: its log, the live inventory, and
 //! its counters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use wasmtime::StoreLimits;
-
-use super::bindings::buildproxy::plugin::{counters, inventory, log, types};
-use super::bindings::{Entry, Level, PutOutcome};
-use crate::catalog::Catalog;
+use super::bindings::buildproxy::plugin::{
+    counters, exchange_state, inventory, log, report, types,
+};
+use super::bindings::{Entry, Kind, Level, PutOutcome};
+use super::fault::MemoryCap;
+use crate::catalog::{self, Catalog, NewEntry, Told};
 
 /// The data of one plugin instance's `Store`.
 pub struct HostState {
     pub plugin: Arc<str>,
     pub catalog: Arc<Catalog>,
-    pub limits: StoreLimits,
+    pub memory: MemoryCap,
     /// Shared by every instance of the plugin: they outlive any one of them.
     pub counters: Counters,
+    /// Epoch ticks the running call may still yield before its deadline.
+    pub ticks_left: u64,
+    /// The exchange whose hook is running (none in `configure`, `report`).
+    pub exchange: Option<u64>,
+    /// What the plugin keeps per exchange, shared by its instances.
+    pub stash: Stash,
 }
+
+/// A plugin's exchange state, by exchange id; the chain removes an
+/// exchange's when it ends.
+pub type Stash = Arc<Mutex<HashMap<u64, Vec<u8>>>>;
+
+/// The most exchange state a plugin may keep (the SDK's limit).
+pub const STATE_LIMIT: usize = buildproxy_plugin_sdk::STATE_LIMIT;
 
 /// Distinct counter names one plugin may keep.
 pub const MAX_COUNTERS: usize = 256;
@@ -43,7 +57,18 @@ impl log::Host for HostState {
 
 impl inventory::Host for HostState {
     fn get(&mut self, method: String, url: String) -> Option<Entry> {
-        self.catalog.get(&method, &url)
+        let e = self.catalog.get(&method, &url)?;
+        Some(Entry {
+            body: e.body.as_ref().map(|b| types::Blob {
+                id: catalog::blob_id(b),
+                size: b.size.unwrap_or(0),
+            }),
+            method: e.method,
+            url: e.url,
+            fetch_url: e.fetch_url,
+            status: e.status,
+            headers: e.headers.into_iter().collect(),
+        })
     }
 
     fn representations(&mut self, method: String, url: String) -> Vec<Entry> {
@@ -51,7 +76,22 @@ impl inventory::Host for HostState {
     }
 
     fn put(&mut self, e: Entry) -> Result<PutOutcome, String> {
-        self.catalog.put(e)
+        let outcome = self
+            .catalog
+            .put(NewEntry {
+                method: e.method,
+                url: e.url,
+                fetch_url: e.fetch_url,
+                status: e.status,
+                headers: e.headers,
+                body: e.body.map(|b| b.id),
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(match outcome {
+            catalog::PutOutcome::Added => PutOutcome::Added,
+            catalog::PutOutcome::Unchanged => PutOutcome::Unchanged,
+            catalog::PutOutcome::Conflict => PutOutcome::Conflict,
+        })
     }
 
     fn record_miss(&mut self, method: String, url: String) {
@@ -71,5 +111,45 @@ impl counters::Host for HostState {
         };
         let n = counters.entry(name).or_default();
         *n = n.saturating_add(by);
+    }
+}
+
+impl report::Host for HostState {
+    fn tell(&mut self, kind: Kind, url: Option<String>, reason: String) {
+        let kind = match kind {
+            Kind::Failed => catalog::Kind::Failed,
+            Kind::Missed => catalog::Kind::Missed,
+            Kind::Conflict => catalog::Kind::Conflict,
+            Kind::Unused => catalog::Kind::Unused,
+            Kind::Note => catalog::Kind::Note,
+        };
+        self.catalog.tell(Told {
+            kind,
+            url,
+            method: None,
+            reason,
+            by: Some(self.plugin.to_string()),
+        });
+    }
+}
+
+impl exchange_state::Host for HostState {
+    fn get(&mut self) -> Option<Vec<u8>> {
+        let id = self.exchange?;
+        self.stash.lock().unwrap().get(&id).cloned()
+    }
+
+    fn set(&mut self, data: Vec<u8>) -> Result<(), String> {
+        let Some(id) = self.exchange else {
+            return Err("no exchange is running: state is kept only in exchange hooks".into());
+        };
+        if data.len() > STATE_LIMIT {
+            return Err(format!(
+                "{} bytes of exchange state; the limit is {STATE_LIMIT}",
+                data.len()
+            ));
+        }
+        self.stash.lock().unwrap().insert(id, data);
+        Ok(())
     }
 }

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use super::error::PumpError;
 use crate::inventory::store::BlobWriter;
 
 pub type ProxyBody = BoxBody<Bytes, io::Error>;
@@ -192,7 +193,7 @@ pub async fn pump<B>(
     mut body: B,
     tx: mpsc::Sender<io::Result<Bytes>>,
     mut writer: Option<BlobWriter>,
-) -> Result<Digested, String>
+) -> Result<Digested, PumpError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: std::fmt::Display,
@@ -203,8 +204,11 @@ where
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                let why = format!("upstream body failed after {size} bytes: {e}");
-                let _ = tx.send(Err(io::Error::other(why.clone()))).await;
+                let why = PumpError::Upstream {
+                    after: size,
+                    cause: e.to_string(),
+                };
+                let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
                 return Err(why);
             }
         };
@@ -226,13 +230,13 @@ where
             // happens off the runtime in `finish`.
             if let Err(e) = w.write(&data) {
                 // Dropping the writer (on return) removes the partial blob.
-                let why = format!("content store: {e}");
-                let _ = tx.send(Err(io::Error::other(why.clone()))).await;
+                let why = PumpError::Store(e.to_string());
+                let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
                 return Err(why);
             }
         }
         if tx.send(Ok(data)).await.is_err() {
-            return Err(format!("client went away after {size} bytes"));
+            return Err(PumpError::ClientGone(size));
         }
     }
     let digest = hasher.finalize();
@@ -242,8 +246,8 @@ where
             Some(
                 tokio::task::spawn_blocking(move || w.finish(&hexd))
                     .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| PumpError::Store(e.to_string()))?
+                    .map_err(|e| PumpError::Store(e.to_string()))?,
             )
         }
         None => None,
@@ -331,7 +335,7 @@ mod tests {
         drop(rx);
         let src = full(Bytes::from_static(b"hello"));
         let err = pump(src, tx, None).await.unwrap_err();
-        assert!(err.contains("client went away"), "{err}");
+        assert!(matches!(err, PumpError::ClientGone(5)), "{err}");
 
         let (tx, mut rx) = channel(None);
         let src = full(Bytes::from_static(b"hello"));

@@ -1,9 +1,80 @@
 //! Answers the host makes itself when something fails. Each says which side
 //! failed (upstream, client, plugin, host), the URL, and what to do.
 
+use std::time::Duration;
+
 use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{ProxyBody, full};
+use super::policy::Fault;
+
+/// Why an exchange failed. Each kind knows which side failed and so which
+/// status the client gets ([`ExchangeError::side`], [`ExchangeError::status`]):
+/// decided here, not at each place an exchange can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The policy (a plugin) failed or gave an unusable answer.
+    #[error(transparent)]
+    Policy(#[from] Fault),
+    #[error("no plugin answered this request, and replay never goes upstream")]
+    NoUpstream,
+    #[error("no response head within {} s (--response-timeout-secs)", .0.as_secs_f64())]
+    HeadTimeout(Duration),
+    /// Connecting, TLS, or the response head failed; the cause chain.
+    #[error("{0}")]
+    Upstream(String),
+    #[error("upstream body failed: {0}")]
+    UpstreamBody(String),
+    #[error(
+        "the body ({size} bytes or more) is larger than the plugin body limit of {} MiB; raise --plugin-body-limit-mib or narrow the plugin's URL pattern",
+        .limit >> 20
+    )]
+    TooBig { size: u64, limit: usize },
+    #[error(
+        "the request body is larger than the plugin body limit of {} MiB (a plugin asked for it); raise --plugin-body-limit-mib",
+        .limit >> 20
+    )]
+    RequestTooBig { limit: usize },
+    #[error("reading the request body: {0}")]
+    ClientBody(String),
+    #[error("the recorded body has no file (capture without --store cannot serve recorded bodies)")]
+    NoFile,
+    /// A recorded body could not be read, or is not what was recorded
+    /// (the message names the file and the fix).
+    #[error("{0}")]
+    Blob(String),
+}
+
+impl ExchangeError {
+    pub fn side(&self) -> Side {
+        match self {
+            Self::Policy(_) => Side::Plugin,
+            Self::HeadTimeout(_) | Self::Upstream(_) | Self::UpstreamBody(_) => Side::Upstream,
+            Self::RequestTooBig { .. } | Self::ClientBody(_) => Side::Client,
+            Self::NoUpstream | Self::TooBig { .. } | Self::NoFile | Self::Blob(_) => Side::Host,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::HeadTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::RequestTooBig { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Why a streamed body did not go through whole (it is then not recorded).
+#[derive(Debug, thiserror::Error)]
+pub enum PumpError {
+    #[error("upstream body failed after {after} bytes: {cause}")]
+    Upstream { after: u64, cause: String },
+    #[error("content store: {0}")]
+    Store(String),
+    #[error("client went away after {0} bytes")]
+    ClientGone(u64),
+}
 
 /// Which side of the proxy an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +147,35 @@ mod tests {
         );
         assert_eq!(r.status(), 502);
         assert_eq!(r.headers()["x-buildproxy-error"], "upstream");
+    }
+
+    #[test]
+    fn each_kind_decides_its_side_and_status() {
+        let fault = Fault {
+            by: "p".into(),
+            hook: "on-request",
+            reason: crate::proxy::policy::FaultReason::Deadline(Duration::from_secs(1)),
+        };
+        for (e, side, status) in [
+            (ExchangeError::Policy(fault), Side::Plugin, 502),
+            (ExchangeError::NoUpstream, Side::Host, 502),
+            (
+                ExchangeError::HeadTimeout(Duration::from_secs(3)),
+                Side::Upstream,
+                504,
+            ),
+            (ExchangeError::Upstream("reset".into()), Side::Upstream, 502),
+            (
+                ExchangeError::TooBig {
+                    size: 10,
+                    limit: 1 << 20,
+                },
+                Side::Host,
+                502,
+            ),
+        ] {
+            assert_eq!((e.side(), e.status().as_u16()), (side, status), "{e}");
+        }
     }
 
     #[test]

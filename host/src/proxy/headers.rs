@@ -1,8 +1,6 @@
-//! Headers between hyper and the plugin interface.
+//! Headers between hyper and the policy's plain pairs.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-
-use crate::plugin::bindings::ResponseHead;
 
 /// Connection-level headers: they describe one hop, never the resource, and
 /// h2 forbids them.
@@ -40,7 +38,7 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), String> {
 }
 
 /// The end-to-end headers, names lower-case (hyper's are already).
-pub fn to_wit(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+pub fn to_pairs(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
     headers
         .iter()
         .filter(|(n, _)| !is_hop_by_hop(n.as_str()))
@@ -65,41 +63,9 @@ pub fn to_http(headers: &[(String, Vec<u8>)]) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
-/// A response head a plugin produced must be valid HTTP.
-pub fn validate(head: &ResponseHead) -> Result<(), String> {
-    if !(100..=599).contains(&head.status) {
-        return Err(format!("invalid status {}", head.status));
-    }
-    to_http(&head.headers).map(|_| ())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn invalid_plugin_heads_are_refused_with_the_reason() {
-        let ok = ResponseHead {
-            status: 200,
-            headers: vec![("x-a".into(), b"1".to_vec())],
-        };
-        assert!(validate(&ok).is_ok());
-        let bad_status = ResponseHead {
-            status: 1000,
-            headers: vec![],
-        };
-        assert!(validate(&bad_status).unwrap_err().contains("1000"));
-        let bad_name = ResponseHead {
-            status: 200,
-            headers: vec![("bad name".into(), b"1".to_vec())],
-        };
-        assert!(validate(&bad_name).unwrap_err().contains("bad name"));
-        let bad_value = ResponseHead {
-            status: 200,
-            headers: vec![("x".into(), b"a\nb".to_vec())],
-        };
-        assert!(validate(&bad_value).is_err());
-    }
 
     #[test]
     fn hop_by_hop_headers_never_cross() {
@@ -107,7 +73,7 @@ mod tests {
         h.insert("connection", HeaderValue::from_static("close"));
         h.insert("content-type", HeaderValue::from_static("text/plain"));
         assert_eq!(
-            to_wit(&h),
+            to_pairs(&h),
             vec![("content-type".to_string(), b"text/plain".to_vec())]
         );
     }

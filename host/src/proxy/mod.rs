@@ -10,6 +10,8 @@ pub mod error;
 pub mod exchange;
 pub mod file_body;
 pub mod headers;
+pub mod policy;
+
 pub mod idle;
 pub mod redirects;
 pub mod server;
@@ -28,9 +30,9 @@ use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 use crate::inventory::store::Store;
-use crate::plugin::{Chain, Limits};
 use crate::tls::Authority;
 use body::ProxyBody;
+use policy::Policy;
 
 pub type Upstream = Client<HttpsConnector<HttpConnector>, ProxyBody>;
 
@@ -62,12 +64,13 @@ impl Default for Timeouts {
 }
 
 pub struct Proxy {
-    pub chain: Chain,
+    pub policy: Arc<dyn Policy>,
     pub catalog: Arc<Catalog>,
     pub ca: Arc<Authority>,
     pub upstream: Option<Upstream>,
     pub store: Option<Arc<Store>>,
-    pub limits: Limits,
+    /// The largest body buffered for a policy that asks for one.
+    pub body_limit: usize,
     pub timeouts: Timeouts,
     /// Who may use the proxy (`auth`).
     pub access: auth::Access,
@@ -81,22 +84,22 @@ impl Proxy {
     // Every part is required and set once, at start (run/setup.rs).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        chain: Chain,
+        policy: Arc<dyn Policy>,
         catalog: Arc<Catalog>,
         ca: Arc<Authority>,
         upstream: Option<Upstream>,
         store: Option<Arc<Store>>,
-        limits: Limits,
+        body_limit: usize,
         timeouts: Timeouts,
         access: auth::Access,
     ) -> Self {
         Self {
-            chain,
+            policy,
             catalog,
             ca,
             upstream,
             store,
-            limits,
+            body_limit,
             timeouts,
             access,
             redirects: redirects::Redirects::default(),

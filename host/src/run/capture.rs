@@ -148,6 +148,8 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
             + s.unchanged.load(Ordering::Relaxed)
             + s.conflicts.load(Ordering::Relaxed),
     );
+    // Each failed download once (the host and plugins report through one
+    // channel), then the bodies clients abandoned that nobody got whole.
     let mut errors = catalog.errors();
     errors.extend(catalog.abandoned_unrecorded());
     eprintln!(
@@ -174,7 +176,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
              sent them; replay patches them again when given the same --patch"
         );
     }
-    setup::report(&running.proxy);
+    setup::report(&running, true).await;
     if let Ended::Signalled(sig) = ended {
         eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
     }

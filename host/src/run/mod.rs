@@ -17,7 +17,7 @@ use anyhow::Result;
 
 use crate::cli::{PluginsArgs, PrepareArgs};
 use crate::inventory::prepared;
-use crate::plugin::{Limits, Runtime, bundled};
+use crate::plugin::{Limits, Runtime, bundled, fit};
 
 /// `buildproxy prepare`: the whole-content work of replay's start, done
 /// once (in a Nix derivation) instead of at every start.
@@ -33,7 +33,7 @@ pub fn prepare(args: PrepareArgs) -> Result<i32> {
 
 /// `buildproxy plugins`: what is bundled, or precompile it for packaging.
 pub fn plugins(args: PluginsArgs) -> Result<i32> {
-    let wit_version = "buildproxy:plugin@0.1.0";
+    let wit_version = format!("{}@{}", fit::PACKAGE, fit::VERSION);
     match args.precompile {
         None => {
             for spec in bundled::default_chain() {

@@ -39,6 +39,6 @@ pub async fn run(args: ProxyArgs) -> Result<i32> {
         }
         child::run(&args.command, &env, "").await?.code()
     };
-    setup::report(&running.proxy);
+    setup::report(&running, false).await;
     Ok(code)
 }

@@ -63,7 +63,7 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
         }
         ended.code()
     };
-    setup::report(&running.proxy);
+    setup::report(&running, true).await;
     let errors = catalog.errors();
     if !errors.is_empty() {
         eprintln!(

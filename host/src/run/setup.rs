@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Kind};
 use crate::cli::Common;
 use crate::inventory::store::Store;
 use crate::patch_rules;
@@ -30,6 +30,7 @@ pub fn limits(common: &Common) -> Limits {
         deadline: Duration::from_millis(common.plugin_deadline_ms),
         memory_bytes: common.plugin_memory_mib << 20,
         body_bytes: common.plugin_body_limit_mib << 20,
+        instances: common.plugin_instances as usize,
     }
 }
 
@@ -101,15 +102,29 @@ fn add_patch_rules(specs: &mut Vec<PluginSpec>, files: &[PathBuf]) -> Result<()>
     Ok(())
 }
 
-/// What the plugins have to say at the end of a run (`report`), on stderr.
-pub fn report(proxy: &Proxy) {
-    for (plugin, line) in proxy.chain.report() {
+/// What the plugins have to say at the end of a run (`report`, and what
+/// they told the catalog), on stderr. Failed downloads are left out when the
+/// caller's summary lists them already.
+pub async fn report(running: &Running, failures_listed: bool) {
+    for (plugin, line) in running.chain.report().await {
         eprintln!("buildproxy: {plugin}: {line}");
+    }
+    for told in running.proxy.catalog.told() {
+        match told.kind {
+            Kind::Failed if failures_listed => {}
+            Kind::Failed => eprintln!("buildproxy: error: {told}"),
+            Kind::Missed => eprintln!("buildproxy: missed: {told}"),
+            Kind::Conflict => eprintln!("buildproxy: conflict: {told}"),
+            Kind::Unused => eprintln!("buildproxy: unused: {told}"),
+            Kind::Note => eprintln!("buildproxy: note: {told}"),
+        }
     }
 }
 
 pub struct Running {
     pub proxy: Arc<Proxy>,
+    /// The policy the proxy calls, for the end-of-run report.
+    pub chain: Arc<Chain>,
     pub addr: SocketAddr,
     pub ca: Arc<Authority>,
 }
@@ -136,8 +151,9 @@ pub async fn start(
         .clone()
         .or_else(Runtime::default_cache_dir);
     let runtime = Runtime::new(limits, cache)?;
-    let chain =
-        Chain::load(&runtime, &plugin_specs(common)?, mode, catalog.clone()).map_err(|e| {
+    let chain = Chain::load(&runtime, &plugin_specs(common)?, mode, catalog.clone())
+        .await
+        .map_err(|e| {
             match e {
                 // The patch plugin's reason names the rules file, the rule
                 // and the fix; its config is that file, re-encoded.
@@ -169,19 +185,25 @@ pub async fn start(
         .await
         .with_context(|| format!("listening on {}", common.listen))?;
     let addr = listener.local_addr()?;
+    let chain = Arc::new(chain);
     let proxy = Arc::new(Proxy::new(
-        chain,
+        chain.clone(),
         catalog,
         ca.clone(),
         upstream,
         store,
-        limits,
+        limits.body_bytes,
         timeouts(common)?,
         access,
     ));
     tokio::spawn(server::serve(proxy.clone(), listener));
     tracing::info!("listening on {addr}");
-    Ok(Running { proxy, addr, ca })
+    Ok(Running {
+        proxy,
+        chain,
+        addr,
+        ca,
+    })
 }
 
 /// `--plugin-config NAME=CONFIG`: a bundled plugin has no `=CONFIG` of its

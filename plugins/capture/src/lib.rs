@@ -9,8 +9,8 @@
 //! - `on-complete`: a complete GET/HEAD exchange from upstream becomes an
 //!   entry when its status is 2xx (with its body), another 3xx
 //!   (status-only), or 404/410 (status-only probes). 5xx, 429, other 4xx,
-//!   failed transfers and other methods are skipped, logged, and listed in
-//!   the end-of-run report.
+//!   failed transfers and other methods are skipped, logged, and told to
+//!   the host's end-of-run summary (`report`).
 //! - An entry keeps the request headers that selected its representation
 //!   (`accept`, and what `vary` names: see the SDK's `negotiation`), so the
 //!   same URL asked for JSON and for HTML gives two entries, and `fetchurl`
@@ -24,7 +24,7 @@
 //! upstreams that only serve compressed bodies).
 
 use buildproxy_plugin_sdk::{
-    Entry, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
+    Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
     ResponseHead, Source, headers,
 };
 use buildproxy_plugin_sdk::{negotiation, record};
@@ -98,25 +98,20 @@ fn is_redirect(head: &ResponseHead) -> bool {
         && headers::get(&head.headers, "location").is_some()
 }
 
-/// The counter under which a skip the user should hear about is kept for
-/// the report; `None` for skips that are expected (local answers, chains).
-fn reported(summary: &Exchange, why: &str) -> Option<String> {
-    // A client that stopped reading (uv, given a whole body where it asked
-    // for a range or wanted only a wheel's metadata) chose to: the host
-    // reports it at the end only if no request got that body whole.
+/// Whether the user must hear about a skip: upstream failed to give the
+/// build something; local answers and chains are expected. A client that
+/// stopped reading (uv, given a whole body where it asked for a range or
+/// wanted only a wheel's metadata) chose to: the host reports it at the end
+/// only if no request got that body whole.
+fn reported(summary: &Exchange) -> bool {
     let client_left = summary
         .error
         .as_deref()
         .is_some_and(|e| e.starts_with(record::CLIENT_LEFT));
-    let worth = summary.source == Source::Upstream
+    summary.source == Source::Upstream
         && !client_left
-        && (summary.error.is_some() || summary.head.as_ref().is_some_and(|h| h.status >= 400));
-    worth.then(|| {
-        format!(
-            "not recorded: {} {} ({why})",
-            summary.request.method, summary.request.url
-        )
-    })
+        && (summary.error.is_some() || summary.head.as_ref().is_some_and(|h| h.status >= 400))
+}
 }
 
 impl Plugin for Capture {
@@ -137,7 +132,7 @@ impl Plugin for Capture {
     /// It shapes what is sent upstream, records, and reports, in capture only.
     fn hooks(&self) -> Hooks {
         if self.enabled {
-            Hooks::ON_REQUEST | Hooks::ON_COMPLETE | Hooks::REPORT
+            Hooks::ON_REQUEST | Hooks::ON_COMPLETE
         } else {
             Hooks::empty()
         }
@@ -170,14 +165,15 @@ impl Plugin for Capture {
                 let url = entry.url.clone();
                 let selecting = entry.request_headers.clone();
                 match host.put(entry) {
-                    Ok(PutOutcome::Conflict) => host.log(
-                        Level::Warn,
-                        &format!(
-                            "{url} answered with a different body than before ({}); keeping the \
-                             first (dynamic content is a reproducibility hazard)",
+                    Ok(PutOutcome::Conflict) => {
+                        let why = format!(
+                            "answered with a different body than before ({}); the first is \
+                             kept (dynamic content is a reproducibility hazard)",
                             negotiation::describe(&selecting)
-                        ),
-                    ),
+                        );
+                        host.log(Level::Warn, &format!("{url} {why}"));
+                        host.tell(Kind::Conflict, Some(&url), &why);
+                    }
                     Ok(_) => {}
                     Err(e) => host.log(Level::Error, &format!("could not record {url}: {e}")),
                 }
@@ -190,27 +186,15 @@ impl Plugin for Capture {
                         summary.request.method, summary.request.url
                     ),
                 );
-                if let Some(line) = reported(&summary, &why) {
-                    host.count(&line, 1);
+                if reported(&summary) {
+                    host.tell(
+                        Kind::Failed,
+                        Some(&summary.request.url),
+                        &format!("not recorded: {why}"),
+                    );
                 }
             }
         }
-    }
-
-    /// Lists what upstream failed to give (5xx, 429, other errors, broken
-    /// transfers): the build got no recordable answer there.
-    fn report(&mut self, _host: &dyn Host, counters: Vec<(String, u64)>) -> Vec<String> {
-        counters
-            .into_iter()
-            .filter(|(name, _)| name.starts_with("not recorded: "))
-            .map(|(name, n)| {
-                if n > 1 {
-                    format!("{name}, {n} times")
-                } else {
-                    name
-                }
-            })
-            .collect()
     }
 }
 

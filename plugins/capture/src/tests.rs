@@ -22,6 +22,7 @@ fn exchange(method: &str, status: u16, body: Option<Blob>) -> Exchange {
         body,
         error: None,
         source: Source::Upstream,
+        request_body: None,
     }
 }
 
@@ -137,11 +138,11 @@ fn leaves_redirects_and_what_they_led_to_to_the_redirect_plugin() {
 }
 
 #[test]
-fn reports_what_upstream_failed_to_give_once_per_url() {
+fn tells_the_host_what_upstream_failed_to_give() {
     let host = MemoryHost::default();
     let mut p = Capture::default();
     p.configure(&host, Mode::Capture, "").unwrap();
-    for status in [500, 500, 429] {
+    for status in [500, 429] {
         let mut ex = exchange("GET", status, None);
         ex.request.url = format!("https://example.org/{status}");
         p.on_complete(&host, 1, ex);
@@ -149,20 +150,16 @@ fn reports_what_upstream_failed_to_give_once_per_url() {
     let mut local = exchange("GET", 404, None);
     local.source = Source::Plugin;
     p.on_complete(&host, 2, local);
-    let lines = p.report(&host, host.totals());
-    assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("https://example.org/500") && l.ends_with("2 times")),
-        "{lines:?}"
-    );
-    assert!(
-        lines
-            .iter()
-            .any(|l| l.contains("https://example.org/429 (upstream answered 429")),
-        "{lines:?}"
-    );
+    let told = host.told.borrow();
+    assert_eq!(told.len(), 2, "{told:?}");
+    for (kind, url, reason) in told.iter() {
+        assert_eq!(*kind, Kind::Failed);
+        let status = url.as_deref().unwrap().rsplit('/').next().unwrap();
+        assert!(
+            reason.contains(&format!("upstream answered {status}")),
+            "{reason}"
+        );
+    }
 }
 
 #[test]

@@ -12,11 +12,25 @@
 //! `/chain`: `respond:TEXT` answers locally with TEXT; `rewrite:PATH`
 //! rewrites the request's path to PATH and adds `x-rewritten-by`; `echo`
 //! answers with the URL and the `x-rewritten-by` header it was given, so a
-//! test sees what an earlier plugin's rewrite made of the request.
+//! test sees what an earlier plugin's rewrite made of the request;
+//! `answer-body` asks for the request body and answers with what it read;
+//! `peek-body` asks for it, keeps its length as exchange state, lets the
+//! request go upstream with its body, and puts the length it kept in the
+//! response's `x-peeked` header (a later hook, maybe another instance).
 
 use buildproxy_plugin_sdk::{
     Body, Host, Mode, Plugin, Request, RequestAction, Response, ResponseAction, ResponseHead,
 };
+
+fn text(status: u16, body: String) -> RequestAction {
+    RequestAction::Respond(Response {
+        head: ResponseHead {
+            status,
+            headers: vec![],
+        },
+        body: Body::Bytes(body.into_bytes()),
+    })
+}
 
 #[derive(Default)]
 pub struct Misbehave {
@@ -41,6 +55,9 @@ impl Plugin for Misbehave {
 
     fn on_request(&mut self, _host: &dyn Host, _id: u64, mut req: Request) -> RequestAction {
         if req.url.contains("/chain") {
+            if self.how == "answer-body" || self.how == "peek-body" {
+                return RequestAction::WantBody;
+            }
             if let Some(text) = self.how.strip_prefix("respond:") {
                 return RequestAction::Respond(Response {
                     head: ResponseHead {
@@ -101,13 +118,35 @@ impl Plugin for Misbehave {
         }
     }
 
+    fn on_request_body(
+        &mut self,
+        host: &dyn Host,
+        _id: u64,
+        req: Request,
+        body: Vec<u8>,
+    ) -> RequestAction {
+        if self.how == "peek-body" {
+            return match host.set_state(body.len().to_string().as_bytes()) {
+                Ok(()) => RequestAction::Pass,
+                Err(e) => text(500, e),
+            };
+        }
+        let said = String::from_utf8_lossy(&body);
+        text(200, format!("{} {} bytes: {said}", req.method, body.len()))
+    }
+
     fn on_response(
         &mut self,
-        _host: &dyn Host,
+        host: &dyn Host,
         _id: u64,
         req: Request,
         mut head: ResponseHead,
     ) -> ResponseAction {
+        if self.how == "peek-body" && req.url.contains("/chain") {
+            let kept = host.state().unwrap_or_else(|| b"nothing".to_vec());
+            head.headers.push(("x-peeked".into(), kept));
+            return ResponseAction::ReplaceHead(head);
+        }
         if !req.url.contains("/boom") || self.how != "bad-value-response" {
             return ResponseAction::Pass;
         }

@@ -27,8 +27,8 @@ pub mod follow;
 pub mod record;
 
 use buildproxy_plugin_sdk::{
-    Body, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction, Response,
-    ResponseHead,
+    Body, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
+    Response, ResponseHead,
 };
 
 use config::Config;
@@ -71,7 +71,11 @@ impl Redirect {
             return None;
         };
         host.log(Level::Warn, &format!("{what}; answered 508"));
-        host.count(&format!("{what} (answered 508, not followed further)"), 1);
+        host.tell(
+            Kind::Failed,
+            Some(&req.url),
+            &format!("{what} (answered 508, not followed further)"),
+        );
         Some(Self::answer(
             508,
             "x-buildproxy-redirect-stopped",
@@ -105,7 +109,11 @@ impl Redirect {
                     Level::Warn,
                     &format!("{why}; serving the redirect as recorded"),
                 );
-                host.count(&format!("{why} (served the redirect as recorded)"), 1);
+                host.tell(
+                    Kind::Note,
+                    Some(&req.url),
+                    &format!("{why} (served the redirect as recorded)"),
+                );
                 RequestAction::Pass
             }
         }
@@ -123,8 +131,8 @@ impl Plugin for Redirect {
     /// exchanges in capture (recording); nothing in proxy mode.
     fn hooks(&self) -> Hooks {
         match self.mode {
-            Some(Mode::Capture) => Hooks::ON_REQUEST | Hooks::ON_COMPLETE | Hooks::REPORT,
-            Some(Mode::Replay) => Hooks::ON_REQUEST | Hooks::REPORT,
+            Some(Mode::Capture) => Hooks::ON_REQUEST | Hooks::ON_COMPLETE,
+            Some(Mode::Replay) => Hooks::ON_REQUEST,
             _ => Hooks::empty(),
         }
     }
@@ -171,14 +179,12 @@ impl Plugin for Redirect {
             Decision::Record(entry) => {
                 let at = entry.url.clone();
                 match host.put(entry) {
-                    Ok(PutOutcome::Conflict) => {
-                        let line = format!(
-                            "{at} was recorded before with another status or body; the first is \
-                             kept (redirects that change are a reproducibility hazard)"
-                        );
-                        host.log(Level::Warn, &line);
-                        host.count(&line, 1);
-                    }
+                    Ok(PutOutcome::Conflict) => host.tell(
+                        Kind::Conflict,
+                        Some(&at),
+                        "recorded before with another status or body; the first is kept \
+                         (redirects that change are a reproducibility hazard)",
+                    ),
                     Ok(_) => {}
                     Err(e) => host.log(Level::Error, &format!("could not record {at}: {e}")),
                 }
@@ -188,26 +194,13 @@ impl Plugin for Redirect {
                 &format!("not recorded: {method} {url} ({why})"),
             ),
             Decision::Skip(why) => {
-                let line = format!("not recorded: {method} {url} ({why})");
-                host.log(Level::Warn, &line);
-                host.count(&line, 1);
+                host.log(
+                    Level::Warn,
+                    &format!("not recorded: {method} {url} ({why})"),
+                );
+                host.tell(Kind::Failed, Some(url), &format!("not recorded: {why}"));
             }
         }
-    }
-
-    /// Every counter is a line for the user: loops, over-long chains,
-    /// chains that could not be flattened, chain ends not recorded.
-    fn report(&mut self, _host: &dyn Host, counters: Vec<(String, u64)>) -> Vec<String> {
-        counters
-            .into_iter()
-            .map(|(line, n)| {
-                if n > 1 {
-                    format!("{line}, {n} times")
-                } else {
-                    line
-                }
-            })
-            .collect()
     }
 }
 

@@ -43,7 +43,17 @@ fn exchange(url: &str, chain: &[&str], head: ResponseHead, body: Option<Blob>) -
         body,
         error: None,
         source: Source::Upstream,
+        request_body: None,
     }
+}
+
+/// What the plugin told the host's summary, as "URL: reason" lines.
+fn told(host: &MemoryHost) -> Vec<String> {
+    host.told
+        .borrow()
+        .iter()
+        .map(|(_, url, reason)| format!("{}: {reason}", url.as_deref().unwrap_or("-")))
+        .collect()
 }
 
 fn plugin(mode: Mode, config: &str) -> (Redirect, MemoryHost) {
@@ -183,7 +193,7 @@ fn a_failed_chain_end_is_reported_not_recorded() {
     p.on_complete(&host, 3, broken);
     assert!(host.get("GET", B).is_none());
     assert!(host.get("GET", C).is_none());
-    let lines = p.report(&host, host.totals());
+    let lines = told(&host);
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(
         lines.iter().any(|l| l.contains(B) && l.contains("503")),
@@ -238,11 +248,11 @@ fn a_loop_or_an_overlong_chain_is_stopped_with_508_and_reported() {
         panic!("long chain not stopped")
     };
     assert_eq!(r.head.status, 508);
-    let lines = p.report(&host, host.totals());
+    let lines = told(&host);
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with(&format!("redirect loop: {A} -> {B} -> {A}"))),
+            .any(|l| l.contains(&format!("redirect loop: {A} -> {B} -> {A}"))),
         "{lines:?}"
     );
     assert!(
@@ -336,7 +346,7 @@ fn a_chain_that_cannot_be_flattened_is_served_as_recorded_and_reported() {
             RequestAction::Pass
         );
     }
-    let lines = p.report(&host, host.totals());
+    let lines = told(&host);
     assert!(lines.iter().any(|l| l.contains("loop")), "{lines:?}");
     assert!(
         lines

@@ -39,6 +39,7 @@ pub mod wasm;
 
 pub use bindings::buildproxy::plugin::inventory::{Entry, PutOutcome};
 pub use bindings::buildproxy::plugin::log::Level;
+pub use bindings::buildproxy::plugin::report::Kind;
 pub use bindings::buildproxy::plugin::types::{
     Blob, Body, Exchange, Headers, Mode, Request, Response, ResponseHead, Source,
 };
@@ -46,8 +47,13 @@ pub use bindings::exports::buildproxy::plugin::hooks::{
     HooksWanted as Hooks, RequestAction, ResponseAction,
 };
 
-/// What the proxy offers a plugin: a log, the recorded content, and
-/// counters that outlive any one instance.
+/// The most exchange state a plugin may keep (see [`Host::set_state`]),
+/// the host's limit too.
+pub const STATE_LIMIT: usize = 64 << 10;
+
+/// What the proxy offers a plugin: a log, the recorded content, counters
+/// that outlive any one instance, the user's end-of-run summary, and state
+/// kept for one exchange.
 pub trait Host {
     fn log(&self, level: Level, message: &str);
     fn get(&self, method: &str, url: &str) -> Option<Entry>;
@@ -57,13 +63,23 @@ pub trait Host {
     fn put(&self, entry: Entry) -> Result<PutOutcome, String>;
     fn record_miss(&self, method: &str, url: &str);
     /// Adds to a counter the host sums over all instances; the totals come
-    /// back to [`Plugin::report`] at the end of the run.
+    /// back to [`Plugin::report`] at the end of the run. A fixed name
+    /// (`bodies`, `rule-3-hits`): what the user reads goes to [`Host::tell`].
     fn count(&self, name: &str, by: u64);
+    /// Tells the user `reason` about `url` (or the run) in the host's
+    /// summary: each (kind, URL) once, however often it is told.
+    fn tell(&self, kind: Kind, url: Option<&str>, reason: &str);
+    /// What this plugin kept for the exchange whose hook is running.
+    fn state(&self) -> Option<Vec<u8>>;
+    /// Keeps `data` for the rest of this exchange's hooks (at most 64 KiB);
+    /// the host drops it when the exchange ends.
+    fn set_state(&self, data: &[u8]) -> Result<(), String>;
 }
 
 /// A plugin's hooks. Defaults are "no opinion". See wit/plugin.wit for when
 /// each is called; state kept in `self` is per instance, and the host may use
-/// several instances, so per-exchange state must not be relied on across hooks.
+/// several instances, so state that must last from one hook of an exchange
+/// to the next goes through [`Host::set_state`].
 pub trait Plugin {
     fn configure(&mut self, _host: &dyn Host, _mode: Mode, _config: &str) -> Result<(), String> {
         Ok(())
@@ -76,6 +92,17 @@ pub trait Plugin {
         Hooks::all()
     }
     fn on_request(&mut self, _host: &dyn Host, _id: u64, _req: Request) -> RequestAction {
+        RequestAction::Pass
+    }
+    /// The request body, after this plugin's `on_request` answered
+    /// [`RequestAction::WantBody`]; the answer stands for that one.
+    fn on_request_body(
+        &mut self,
+        _host: &dyn Host,
+        _id: u64,
+        _req: Request,
+        _body: Vec<u8>,
+    ) -> RequestAction {
         RequestAction::Pass
     }
     fn on_response(

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::{Entry, Host, Level, PutOutcome};
+use crate::{Entry, Host, Kind, Level, PutOutcome};
 
 /// Method, URL and the request headers that selected the representation.
 type Key = (String, String, Vec<(String, String)>);
@@ -18,6 +18,11 @@ pub struct MemoryHost {
     /// What `count` added, by name: pass it to `Plugin::report` as the host
     /// does at exit (see [`MemoryHost::totals`]).
     pub counters: RefCell<BTreeMap<String, u64>>,
+    /// What `tell` said, in order.
+    pub told: RefCell<Vec<(Kind, Option<String>, String)>>,
+    /// The state of the one exchange a test plays (clear it between
+    /// exchanges, as the host does).
+    pub state: RefCell<Option<Vec<u8>>>,
 }
 
 impl MemoryHost {
@@ -80,6 +85,25 @@ impl Host for MemoryHost {
         self.misses
             .borrow_mut()
             .push((method.to_string(), url.to_string()));
+    }
+    fn tell(&self, kind: Kind, url: Option<&str>, reason: &str) {
+        self.told
+            .borrow_mut()
+            .push((kind, url.map(str::to_string), reason.to_string()));
+    }
+    fn state(&self) -> Option<Vec<u8>> {
+        self.state.borrow().clone()
+    }
+    fn set_state(&self, data: &[u8]) -> Result<(), String> {
+        if data.len() > crate::STATE_LIMIT {
+            return Err(format!(
+                "{} bytes of exchange state; the limit is {}",
+                data.len(),
+                crate::STATE_LIMIT
+            ));
+        }
+        *self.state.borrow_mut() = Some(data.to_vec());
+        Ok(())
     }
     fn count(&self, name: &str, by: u64) {
         *self

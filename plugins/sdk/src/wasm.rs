@@ -3,10 +3,10 @@
 
 use std::cell::RefCell;
 
-use crate::bindings::buildproxy::plugin::{counters, inventory, log};
+use crate::bindings::buildproxy::plugin::{counters, exchange_state, inventory, log, report};
 use crate::bindings::exports::buildproxy::plugin::hooks::Guest;
 use crate::{
-    Entry, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
+    Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
     ResponseAction, ResponseHead,
 };
 
@@ -40,6 +40,15 @@ impl Host for Imports {
     fn count(&self, name: &str, by: u64) {
         counters::add(name, by)
     }
+    fn tell(&self, kind: Kind, url: Option<&str>, reason: &str) {
+        report::tell(kind, url, reason)
+    }
+    fn state(&self) -> Option<Vec<u8>> {
+        exchange_state::get()
+    }
+    fn set_state(&self, data: &[u8]) -> Result<(), String> {
+        exchange_state::set(data)
+    }
 }
 
 fn with<R>(f: impl FnOnce(&mut dyn Plugin) -> R) -> R {
@@ -62,6 +71,9 @@ impl Guest for Adapter {
     }
     fn on_request(id: u64, req: Request) -> RequestAction {
         with(|p| p.on_request(&Imports, id, req))
+    }
+    fn on_request_body(id: u64, req: Request, body: Vec<u8>) -> RequestAction {
+        with(|p| p.on_request_body(&Imports, id, req, body))
     }
     fn on_response(id: u64, req: Request, head: ResponseHead) -> ResponseAction {
         with(|p| p.on_response(&Imports, id, req, head))
