@@ -4,23 +4,51 @@
 #   importContent (import ./proxy_content.nix)   # the function it holds
 #   importContent [ { url = …; file = …; } ]      # or the list it returns
 #
-# Each entry becomes `{ url, method, status_code, headers, file, hash? }`:
-# `file` is the store path of the body (so Nix fetches it before the build
-# runs) or null for a status-only entry such as a redirect; `hash` is the
-# body's sha256 when the fetcher states it. nix-buildproxy's files leave
-# out `method`, `status_code` and `headers`; they get their HTTP defaults
-# here, so those files work unchanged.
+# Each entry becomes `{ url, method, status_code, headers, file, hash?,
+# request_headers? }`: `file` is the store path of the body (so Nix fetches
+# it before the build runs) or null for a status-only entry such as a
+# redirect; `hash` is the body's sha256 when the fetcher states it;
+# `request_headers` are the request headers that selected the body (content
+# negotiation), which replay matches. nix-buildproxy's files leave out
+# `method`, `status_code` and `headers`; they get their HTTP defaults here,
+# so those files work unchanged.
+#
+# A negotiated entry's `fetchurl` sends its request headers as
+# `curlOptsList` (nixpkgs' fetchurl takes it). A fetcher that cannot send
+# headers (`<nix/fetchurl.nix>`, whose arguments have no `curlOptsList`)
+# would download another representation and fail its hash check; such an
+# entry stops the evaluation instead, naming the URL and the fix. Files
+# without negotiated entries work with any fetcher.
 { fetchurl }:
 content:
 let
   origin =
     if builtins.isPath content || builtins.isString content then toString content else "the content";
 
+  # A fetcher declaring its arguments without `curlOptsList` cannot send
+  # headers; one taking `args:` (no declared arguments) is trusted to.
+  sendsHeaders =
+    let
+      declared = builtins.functionArgs fetchurl;
+    in
+    declared == { } || declared ? curlOptsList;
+
+  fetchurlChecked =
+    args:
+    if args ? curlOptsList && !sendsHeaders then
+      throw "buildproxy: ${origin}: ${toString (args.url or "an entry")} was captured with request headers that choose its body (content negotiation: ${toString args.curlOptsList}), but this fetchurl cannot send headers (it takes no `curlOptsList`, like <nix/fetchurl.nix>), so it would download another body; use nixpkgs' fetchurl, or capture with a client that sends no such headers"
+    else
+      fetchurl args;
+
   raw =
     let
       imported =
         if builtins.isPath content || builtins.isString content then import content else content;
-      applied = if builtins.isFunction imported then imported { inherit fetchurl; } else imported;
+      applied =
+        if builtins.isFunction imported then
+          imported { fetchurl = fetchurlChecked; }
+        else
+          imported;
     in
     if builtins.isList applied then
       applied
@@ -75,6 +103,7 @@ let
         # makes Nix realise it before anything that reads the JSON.
         file = if file == null then null else "${file}";
       }
-      // (if hash == null then { } else { inherit hash; });
+      // (if hash == null then { } else { inherit hash; })
+      // (if e ? request_headers then { inherit (e) request_headers; } else { });
 in
 builtins.genList (i: entry i (builtins.elemAt raw i)) (builtins.length raw)

@@ -36,6 +36,16 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# uv is not a Debian package: it comes from the Python package index, into
+# a directory of the suite's own (--target: Debian's Python refuses installs
+# into itself, PEP 668), put first on PATH for the tests.
+tools="$PWD/target/test-tools"
+export PATH="$tools/bin:$PATH"
+if ! command -v uv >/dev/null 2>&1; then
+  log "python3 -m pip install --target $tools uv"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$tools" uv
+fi
+
 # --- Rust: plugins are built for wasm32-unknown-unknown -------------------------
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   log "rustup target add wasm32-unknown-unknown"

@@ -47,6 +47,8 @@ pub struct Catalog {
     blobs: RwLock<HashMap<String, BlobRef>>,
     misses: Mutex<BTreeSet<(String, String)>>,
     errors: Mutex<Vec<String>>,
+    /// Transfers the client stopped reading: (method, URL, why).
+    abandoned: Mutex<Vec<(String, String, String)>>,
     /// Misses and errors past [`KEPT`]: counted, not kept.
     pub misses_dropped: AtomicU64,
     pub errors_dropped: AtomicU64,
@@ -134,30 +136,53 @@ impl Catalog {
         let index = self.index.read().unwrap();
         match index.get(method, url) {
             Some(e) => Some(to_wit(e)),
-            None => self.get_prepared(method, url),
+            None => {
+                let all = self.prepared_candidates(method, url);
+                all.iter()
+                    .find(|e| e.request_headers.is_empty())
+                    .or(all.first())
+                    .cloned()
+            }
         }
     }
 
-    /// A prepared entry, its body made nameable as loading would have; a
-    /// damaged record or a body that changed is this request's error (the
-    /// message names the file, the entry and the fix).
-    fn get_prepared(&self, method: &str, url: &str) -> Option<wit::Entry> {
-        match self.prepared.as_ref()?.get(method, url) {
-            Ok(Some(e)) => {
-                if let Some(body) = &e.body {
-                    self.blobs
-                        .write()
-                        .unwrap()
-                        .entry(blob_id(body))
-                        .or_insert_with(|| blob_ref(body));
-                }
-                Some(to_wit(&e))
-            }
-            Ok(None) => None,
+    /// Every representation of `method url` (content negotiation).
+    pub fn representations(&self, method: &str, url: &str) -> Vec<wit::Entry> {
+        let index = self.index.read().unwrap();
+        let found: Vec<wit::Entry> = index.representations(method, url).map(to_wit).collect();
+        if found.is_empty() {
+            self.prepared_candidates(method, url)
+        } else {
+            found
+        }
+    }
+
+    /// The prepared entries for `method url` (its representations), their
+    /// bodies made nameable as loading would have; a damaged record or a
+    /// body that changed is this request's error (the message names the
+    /// file, the entry and the fix).
+    fn prepared_candidates(&self, method: &str, url: &str) -> Vec<wit::Entry> {
+        let Some(prepared) = self.prepared.as_ref() else {
+            return Vec::new();
+        };
+        match prepared.candidates(method, url) {
+            Ok(entries) => entries
+                .iter()
+                .map(|e| {
+                    if let Some(body) = &e.body {
+                        self.blobs
+                            .write()
+                            .unwrap()
+                            .entry(blob_id(body))
+                            .or_insert_with(|| blob_ref(body));
+                    }
+                    to_wit(e)
+                })
+                .collect(),
             Err(err) => {
                 eprintln!("buildproxy: error: {err}");
                 self.record_error(err.to_string());
-                None
+                Vec::new()
             }
         }
     }
@@ -188,9 +213,15 @@ impl Catalog {
                 .into_iter()
                 .map(|(k, v)| (k.to_ascii_lowercase(), v))
                 .collect(),
+            request_headers: e
+                .request_headers
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v))
+                .collect(),
             body,
         };
         let (status, url) = (entry.status, entry.url.clone());
+        let selected = selected_by(&entry.request_headers);
         let journaled = self
             .journal
             .lock()
@@ -208,7 +239,10 @@ impl Catalog {
                     .added_bytes
                     .fetch_add(size.unwrap_or(0), Ordering::Relaxed);
                 if self.announce {
-                    eprintln!("buildproxy: {status} {:>10} {url}", human_size(size));
+                    eprintln!(
+                        "buildproxy: {status} {:>10} {url}{selected}",
+                        human_size(size)
+                    );
                 }
                 wit::PutOutcome::Added
             }
@@ -255,27 +289,69 @@ impl Catalog {
         self.errors.lock().unwrap().clone()
     }
 
+    /// A body the client stopped reading (its own choice: uv reads a
+    /// wheel's metadata from the start of a body and hangs up).
+    pub fn record_abandoned(&self, method: &str, url: &str, why: &str) {
+        self.abandoned
+            .lock()
+            .unwrap()
+            .push((method.into(), url.into(), why.into()));
+    }
+
+    /// The abandoned transfers no other request of the run completed: the
+    /// body was never recorded, so replay will miss it. Each once.
+    pub fn abandoned_unrecorded(&self) -> Vec<String> {
+        let index = self.index.read().unwrap();
+        let mut seen = BTreeSet::new();
+        self.abandoned
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, u, _)| index.get(m, u).is_none() && seen.insert((m.clone(), u.clone())))
+            .map(|(m, u, why)| {
+                format!(
+                    "{m} {u}: {why}, and no request of this run downloaded it whole, so it is \
+                     not recorded and replay will miss it; if the build needs it, make it \
+                     download the whole file"
+                )
+            })
+            .collect()
+    }
+
     pub fn entries(&self) -> Vec<Entry> {
         self.index.read().unwrap().entries_sorted()
     }
 }
 
+/// An entry as plugins see it.
 fn to_wit(e: &Entry) -> wit::Entry {
+    let pairs = |m: &std::collections::BTreeMap<String, String>| -> Vec<(String, String)> {
+        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
     wit::Entry {
         method: e.method.clone(),
         url: e.url.clone(),
         fetch_url: e.fetch_url.clone(),
         status: e.status,
-        headers: e
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        headers: pairs(&e.headers),
+        request_headers: pairs(&e.request_headers),
         body: e.body.as_ref().map(|b| wit::Blob {
             id: blob_id(b),
             size: b.size.unwrap_or(0),
         }),
     }
+}
+
+/// ` (accept: …)` after a recorded URL whose representation was negotiated.
+pub fn selected_by(request_headers: &std::collections::BTreeMap<String, String>) -> String {
+    if request_headers.is_empty() {
+        return String::new();
+    }
+    let pairs: Vec<String> = request_headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    format!(" ({})", pairs.join("; "))
 }
 
 fn blob_id(body: &Body) -> String {

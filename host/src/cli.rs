@@ -33,6 +33,15 @@ pub enum Command {
     /// wasm32-unknown-unknown` makes) into a component `--plugin` loads, and
     /// check that it fits this buildproxy's interface.
     Component(ComponentArgs),
+    /// Say, entry by entry, what will go wrong with a proxy_content.nix
+    /// (buildproxy's or nix-buildproxy's), a content JSON or a store, and
+    /// how to fix it. Exits 0 when it is sound, 1 when it has errors.
+    Check(CheckArgs),
+    /// Fetch one commit (or annotated tag) of a git repository over smart
+    /// HTTP and write the objects it needs in buildproxy's canonical form,
+    /// whose hash depends only on the object IDs: the fixed-output fetcher
+    /// of a captured git dependency.
+    GitFetch(GitFetchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -129,6 +138,13 @@ pub struct CaptureArgs {
     /// it starts.
     #[arg(long, conflicts_with = "command")]
     pub recover: bool,
+    /// After the command, download every recorded body again the way Nix's
+    /// fetchurl will (no Accept-Encoding, the entry's recorded request
+    /// headers, redirects followed) and report each entry whose bytes
+    /// differ, with the fix; the run then fails (exit 1 if the command
+    /// succeeded).
+    #[arg(long)]
+    pub verify: bool,
     /// Trust this CA for upstream servers too (PEM). Repeatable.
     #[arg(long = "upstream-ca", value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,
@@ -208,4 +224,39 @@ pub struct ComponentArgs {
     /// The component to write.
     #[arg(value_name = "OUT.wasm")]
     pub output: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// A proxy_content.nix, a content JSON (`*.json`), or a store directory.
+    #[arg(value_name = "FILE", required_unless_present = "store")]
+    pub file: Option<PathBuf>,
+    /// A directory written by `capture --store` (its bodies are hashed).
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    pub store: Option<PathBuf>,
+    /// Download every body the proxy_content.nix FILE names the way Nix's
+    /// fetchurl will (no Accept-Encoding, the entry's request headers,
+    /// redirects followed) and list each whose bytes differ from its hash,
+    /// with the fix; exit 1 if any does.
+    #[arg(long, requires = "file", conflicts_with = "store")]
+    pub fetch: bool,
+    /// With --fetch: trust this CA for upstream servers too (PEM). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "PEM", requires = "fetch")]
+    pub upstream_ca: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct GitFetchArgs {
+    /// The repository's URL, as given to `git clone`.
+    #[arg(value_name = "URL")]
+    pub url: String,
+    /// The full ID of the commit or annotated tag.
+    #[arg(value_name = "REV")]
+    pub rev: String,
+    /// The file to write.
+    #[arg(long, short)]
+    pub output: std::path::PathBuf,
+    /// Trust this CA for the server too (PEM). Repeatable.
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    pub upstream_ca: Vec<PathBuf>,
 }

@@ -12,6 +12,7 @@
 //! Files go in a private temporary directory that is removed when the run
 //! ends. No private key is ever written.
 
+mod apt;
 mod java;
 mod pkcs12;
 
@@ -49,6 +50,8 @@ struct Existing {
     java_tool_options: Option<String>,
     /// The wgetrc wget would read without us: its path and text.
     wgetrc: Option<(PathBuf, String)>,
+    /// The user's own `APT_CONFIG` file: its path and text.
+    apt_config: Option<(PathBuf, String)>,
 }
 
 impl Existing {
@@ -61,6 +64,9 @@ impl Existing {
             no_proxy: var("no_proxy").or_else(|| var("NO_PROXY")),
             java_tool_options: var("JAVA_TOOL_OPTIONS"),
             wgetrc: wgetrc_path
+                .and_then(|p| std::fs::read_to_string(&p).ok().map(|text| (p, text))),
+            apt_config: var("APT_CONFIG")
+                .map(PathBuf::from)
                 .and_then(|p| std::fs::read_to_string(&p).ok().map(|text| (p, text))),
         }
     }
@@ -110,6 +116,11 @@ impl ClientEnv {
             &wgetrc,
             wgetrc_text(existing.wgetrc.as_ref(), proxy_url, &no_proxy_list, &bundle),
         )?;
+        let apt_config = dir.path().join("apt.conf");
+        std::fs::write(
+            &apt_config,
+            apt::config_text(existing.apt_config.as_ref(), &bundle),
+        )?;
         let truststore = dir.path().join("truststore.p12");
         std::fs::write(&truststore, truststore_der(ca_pem, extra_roots)?)?;
 
@@ -126,6 +137,7 @@ impl ClientEnv {
         // wget reads neither SSL_CERT_FILE (GnuTLS) nor, for its CA, any
         // other variable: only a wgetrc.
         set("WGETRC", &wgetrc.display().to_string());
+        set("APT_CONFIG", &apt_config.display().to_string());
         set(
             "JAVA_TOOL_OPTIONS",
             &java::tool_options(
@@ -278,6 +290,7 @@ mod tests {
             no_proxy: Some("corp.example".into()),
             java_tool_options: Some("-Xmx2g".into()),
             wgetrc: None,
+            apt_config: None,
         };
         let env = ClientEnv::prepare_with(
             "127.0.0.1:3128".parse().unwrap(),

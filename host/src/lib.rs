@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod env;
+pub mod git;
 pub mod inventory;
 pub mod patch_rules;
 pub mod plugin;

@@ -10,6 +10,8 @@ fn main() {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in a build log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BUILDPROXY_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -27,6 +29,9 @@ fn main() {
             Command::Prepare(a) => run::prepare(a),
             Command::Plugins(a) => run::plugins(a),
             Command::Component(a) => run::component::run(a),
+            Command::Check(a) if a.fetch => run::verify::check(a).await,
+            Command::Check(a) => run::check::run(a),
+            Command::GitFetch(a) => run::git_fetch::run(a).await,
         }
     });
     let code = match result {

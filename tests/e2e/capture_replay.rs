@@ -329,6 +329,8 @@ fn merge_keeps_old_entries_adds_new_ones_and_reports_changed_hashes() {
         err.contains(&format!("changed since the last capture: {counter}")),
         "{err}"
     );
+    // b is new, the counter changed, a was kept.
+    assert!(err.contains("(1 new, 1 changed, 1 kept;"), "{err}");
     let entries = eval_content(&s.path("proxy_content.nix"));
     assert_eq!(entries.len(), 3, "{entries:#?}");
     entry(&entries, &a);

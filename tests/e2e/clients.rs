@@ -15,7 +15,7 @@ use std::process::{Command, Output};
 use crate::support::*;
 
 /// Panics unless `program args…` runs: the client must be installed.
-fn require(program: &str, args: &[&str]) {
+pub(crate) fn require(program: &str, args: &[&str]) {
     let ok = tool(program)
         .args(args)
         .output()
@@ -29,7 +29,7 @@ fn require(program: &str, args: &[&str]) {
 }
 
 /// pip is a Python module, not a program of its own.
-fn require_pip() {
+pub(crate) fn require_pip() {
     require("python3", &["--version"]);
     let ok = tool("python3")
         .args(["-m", "pip", "--version"])
@@ -244,38 +244,12 @@ fn python_urllib_downloads_through_capture_and_offline_replay() {
     t.assert_same_as_direct("got", &url);
 }
 
-/// A real wheel, built with Python's zipfile: pip reads its metadata.
-fn write_wheel(path: &Path) {
-    let py = r#"
-import base64, hashlib, sys, zipfile
-info = "bpdemo-1.0.dist-info"
-files = {
-    "bpdemo/__init__.py": b"VALUE = 42\n",
-    info + "/METADATA": b"Metadata-Version: 2.1\nName: bpdemo\nVersion: 1.0\n",
-    info + "/WHEEL": b"Wheel-Version: 1.0\nGenerator: buildproxy-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-}
-record = ""
-for name, data in files.items():
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    record += f"{name},sha256={digest},{len(data)}\n"
-files[info + "/RECORD"] = (record + info + "/RECORD,,\n").encode()
-with zipfile.ZipFile(sys.argv[1], "w") as z:
-    for name, data in files.items():
-        z.writestr(zipfile.ZipInfo(name, (2020, 1, 1, 0, 0, 0)), data)
-"#;
-    run(
-        Path::new("/"),
-        "python3",
-        &["-c", py, path.to_str().unwrap()],
-    );
-}
-
 #[test]
 fn pip_downloads_a_wheel_url_through_capture_and_offline_replay() {
     require_pip();
     let t = Trip::new();
     let wheel = "bpdemo-1.0-py3-none-any.whl";
-    write_wheel(&t.www(wheel));
+    write_wheel(&t.www(wheel), "bpdemo", 0);
     let url = t.up.url(&format!("/{wheel}"));
     t.round_trip(
         &format!(

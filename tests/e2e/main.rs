@@ -6,8 +6,11 @@
 mod support;
 
 mod capture_replay;
+mod check;
 mod clients;
 mod environment;
+mod git;
+mod go;
 mod load;
 mod nix;
 mod patch;
@@ -15,6 +18,7 @@ mod prepared;
 mod proxy;
 mod quickstart;
 mod redirect;
+mod registries;
 mod reliability;
 mod security;
 mod suite;

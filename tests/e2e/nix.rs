@@ -20,7 +20,7 @@ use crate::support::*;
 /// sandbox on (private network namespace with only loopback, no PATH, no
 /// HOME), the host's /bin, /usr and libraries visible so the builder can
 /// run /bin/bash, /usr/bin/curl and the dynamically linked buildproxy.
-const SANDBOX: &[&str] = &[
+pub(crate) const SANDBOX: &[&str] = &[
     "--option",
     "sandbox",
     "true",
@@ -32,25 +32,25 @@ const SANDBOX: &[&str] = &[
     "",
 ];
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
 }
 
-fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     repo().join("tests/nix").join(name).display().to_string()
 }
 
 /// Runs a Nix tool as Debian ships it ([`nix_tool`]); a missing Nix is a
 /// failure that names the package.
-fn nix(tool: &str, args: &[&str]) -> Output {
+pub(crate) fn nix(tool: &str, args: &[&str]) -> Output {
     nix_tool(tool).args(args).output().unwrap()
 }
 
 /// [`nix`], and it must succeed; returns stdout.
-fn nix_ok(tool: &str, args: &[&str]) -> String {
+pub(crate) fn nix_ok(tool: &str, args: &[&str]) -> String {
     let out = nix(tool, args);
     assert!(
         out.status.success(),
@@ -61,7 +61,7 @@ fn nix_ok(tool: &str, args: &[&str]) -> String {
 }
 
 /// `nix-build --no-out-link` in the sandbox; returns the output paths.
-fn nix_build(args: &[&str]) -> Vec<PathBuf> {
+pub(crate) fn nix_build(args: &[&str]) -> Vec<PathBuf> {
     let mut all = vec!["--no-out-link"];
     all.extend_from_slice(SANDBOX);
     all.extend_from_slice(args);
@@ -95,13 +95,13 @@ fn assert_cases(file: &str, attr: &str, at_least: usize) {
 }
 
 /// `s` as one POSIX shell word.
-fn sh_quote(s: &str) -> String {
+pub(crate) fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 #[test]
 fn nix_library_turns_content_into_replay_json_and_scripts() {
-    assert_cases(&fixture("eval.nix"), "", 13);
+    assert_cases(&fixture("eval.nix"), "", 14);
 }
 
 #[test]

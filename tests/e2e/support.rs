@@ -77,6 +77,13 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new(dir: &Path) -> Self {
+        Self::for_names(dir, &[])
+    }
+
+    /// A CA whose leaf also holds `names`: clients such as Go never send a
+    /// loopback name through a proxy, so their tests give the upstream a
+    /// name (an /etc/hosts entry in the test's own mount namespace).
+    pub fn for_names(dir: &Path, names: &[&str]) -> Self {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::default();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -86,7 +93,9 @@ impl TestCa {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut all = vec!["localhost".to_string()];
+        all.extend(names.iter().map(|n| n.to_string()));
+        let mut leaf = CertificateParams::new(all).unwrap();
         leaf.subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
         leaf.subject_alt_names
@@ -887,6 +896,48 @@ pub fn wait_for(path: &std::path::Path) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A real wheel of `project` 1.0, built with Python's zipfile (pip and uv
+/// read its metadata), holding `padding` bytes of data that do not
+/// compress, so a client that stops reading it stops early.
+pub fn write_wheel(path: &Path, project: &str, padding: usize) {
+    let py = r#"
+import base64, hashlib, random, sys, zipfile
+path, name, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+info = f"{name}-1.0.dist-info"
+rng = random.Random(7)
+files = {
+    f"{name}/__init__.py": b"VALUE = 42\n",
+    info + "/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+    info + "/WHEEL": b"Wheel-Version: 1.0\nGenerator: buildproxy-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+if size:
+    files[f"{name}/data.bin"] = rng.randbytes(size)
+record = ""
+for n, data in files.items():
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    record += f"{n},sha256={digest},{len(data)}\n"
+files[info + "/RECORD"] = (record + info + "/RECORD,,\n").encode()
+with zipfile.ZipFile(path, "w") as z:
+    for n, data in files.items():
+        z.writestr(zipfile.ZipInfo(n, (2020, 1, 1, 0, 0, 0)), data)
+"#;
+    let out = tool("python3")
+        .args([
+            "-c",
+            py,
+            path.to_str().unwrap(),
+            project,
+            &padding.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 // --- outside programs ----------------------------------------------------------

@@ -330,6 +330,52 @@ in
     ];
   };
 
+  # A negotiated representation: its request headers reach the replay JSON
+  # and its fetch; a fetcher that cannot send headers refuses it.
+  negotiated_entries_keep_their_request_headers = {
+    got =
+      let
+        negotiated =
+          { fetchurl }:
+          [
+            {
+              url = "https://example.org/simple/a/";
+              request_headers.accept = "application/json";
+              file = fetchurl {
+                url = "https://example.org/simple/a/";
+                curlOptsList = [
+                  "--header"
+                  "accept: application/json"
+                ];
+                hash = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+              };
+            }
+          ];
+        imported = builtins.head (lib.importContent negotiated);
+        withoutHeaders = import ../../nix (pkgs // { fetchurl = pkgs.builtinFetchurl; });
+      in
+      {
+        inherit (imported) request_headers;
+        fetchedWith = (builtins.head (negotiated { inherit fetchurl; })).file.args;
+        builtinFetcher =
+          let
+            x = withoutHeaders.importContent negotiated;
+          in
+          (builtins.tryEval (builtins.deepSeq x x)).success;
+      };
+    want = {
+      request_headers.accept = "application/json";
+      fetchedWith = [
+        "-ec"
+        ''/usr/bin/curl --location --max-redirs 20 --fail --silent --show-error --insecure --user-agent "curl Nixpkgs-stand-in" "$@" "$url" --output "$out"''
+        "fetchurl"
+        "--header"
+        "accept: application/json"
+      ];
+      builtinFetcher = false;
+    };
+  };
+
   mistakes_fail_evaluation = {
     got = map (x: (builtins.tryEval (builtins.deepSeq x x)).success) [
       (lib.mkBuildproxy { content = ./nix-buildproxy-content.nix; plugin = [ ]; }).drvPath

@@ -28,7 +28,34 @@ let
     );
 in
 rec {
-  fetchurl = args: import <nix/fetchurl.nix> args;
+  # nixpkgs' fetchurl, as far as buildproxy's files use it: Nix's builtin
+  # fetcher, or, for `curlOptsList` (request headers that select a
+  # representation), curl in a fixed-output derivation the way nixpkgs'
+  # builder calls it (follow redirects, no Accept-Encoding, `--insecure`:
+  # the hash is the check), so the headers really reach the server.
+  fetchurl =
+    args:
+    if args ? curlOptsList then
+      builtins.derivation {
+        name = args.name or (baseNameOf args.url);
+        inherit system;
+        builder = "/bin/sh";
+        args = [
+          "-ec"
+          ''/usr/bin/curl --location --max-redirs 20 --fail --silent --show-error --insecure --user-agent "curl Nixpkgs-stand-in" "$@" "$url" --output "$out"''
+          "fetchurl"
+        ]
+        ++ args.curlOptsList;
+        inherit (args) url;
+        outputHash = args.hash or args.sha256;
+        outputHashAlgo = if args ? hash then "" else "sha256";
+        outputHashMode = "flat";
+      }
+    else
+      import <nix/fetchurl.nix> args;
+
+  # A fetcher that cannot send headers.
+  builtinFetchurl = import <nix/fetchurl.nix>;
 
   writeText =
     name: text:

@@ -27,6 +27,10 @@ pub(crate) struct RawEntry {
     pub status_code: u16,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The request headers that selected this representation (content
+    /// negotiation): part of the match key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub request_headers: BTreeMap<String, String>,
     /// Required, but may be `null`: a missing `file` is more likely a broken
     /// generator than a status-only entry.
     #[serde(deserialize_with = "Option::deserialize")]
@@ -127,7 +131,8 @@ pub(crate) fn to_entries(
     raws: Vec<RawEntry>,
     mut resolve: impl FnMut(&str, Option<&str>) -> Result<(PathBuf, u64), FileProblem>,
 ) -> Result<Vec<Entry>, InventoryError> {
-    let mut seen: HashMap<(String, String), usize> = HashMap::with_capacity(raws.len());
+    let mut seen: HashMap<(String, String, BTreeMap<String, String>), usize> =
+        HashMap::with_capacity(raws.len());
     let mut out = Vec::with_capacity(raws.len());
     for (index, mut raw) in raws.into_iter().enumerate() {
         let invalid = |problem: String, fix: &'static str| InventoryError::InvalidEntry {
@@ -160,6 +165,15 @@ pub(crate) fn to_entries(
                 return Err(invalid(problem, "keep one of them"));
             }
         };
+        let request_headers = match lowercase_headers(&raw.request_headers) {
+            Ok(None) => std::mem::take(&mut raw.request_headers),
+            Ok(Some(h)) => h,
+            Err(k) => {
+                let problem =
+                    format!("request header `{k}` appears twice (names are case-insensitive)");
+                return Err(invalid(problem, "keep one of them"));
+            }
+        };
         if let Some(name) = raw
             .name
             .as_deref()
@@ -188,7 +202,11 @@ pub(crate) fn to_entries(
             }
         };
         let method = raw.method.to_ascii_uppercase();
-        let key = (method.clone(), normalize_url(&raw.url));
+        let key = (
+            method.clone(),
+            normalize_url(&raw.url),
+            request_headers.clone(),
+        );
         if let Some(&first) = seen.get(&key) {
             return Err(InventoryError::Duplicate {
                 path: path.to_owned(),
@@ -206,6 +224,7 @@ pub(crate) fn to_entries(
             name: raw.name,
             status: raw.status_code,
             headers,
+            request_headers,
             body,
         });
     }

@@ -22,6 +22,11 @@ pub struct Entry {
     pub status: u16,
     /// Recorded response headers, names lower-case. Sorted so output is stable.
     pub headers: BTreeMap<String, String>,
+    /// The request headers that selected this representation of the URL
+    /// (content negotiation), names lower-case: part of the match key, and
+    /// sent by `fetchurl` too (as `curlOptsList`). Empty for the
+    /// representation any request gets.
+    pub request_headers: BTreeMap<String, String>,
     /// `None` for status-only entries (redirect hops, 404 probes).
     pub body: Option<Body>,
 }
@@ -45,8 +50,9 @@ impl Entry {
         self.fetch_url.as_deref().unwrap_or(&self.url)
     }
 
-    /// Entries sort by URL, then method: the order of every file we write.
-    pub fn sort_key(&self) -> (&str, &str) {
-        (&self.url, &self.method)
+    /// Entries sort by URL, then method, then representation: the order of
+    /// every file we write.
+    pub fn sort_key(&self) -> (&str, &str, &BTreeMap<String, String>) {
+        (&self.url, &self.method, &self.request_headers)
     }
 }

@@ -5,24 +5,28 @@
 //! normalised only in ways that cannot change which resource a URL names
 //! (scheme and host case, default port, fragment), so a client that spells
 //! a URL slightly differently still matches while two distinct resources
-//! never collide.
+//! never collide. One URL may hold several representations (content
+//! negotiation): entries that differ in the request headers that selected
+//! them; which one a request gets is the replay plugin's choice.
 
 use super::Entry;
 use std::collections::HashMap;
 
-/// Entries keyed by (method, normalised URL), in insertion order.
+/// Entries keyed by (method, normalised URL), each key holding its
+/// representations in insertion order.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     entries: Vec<Entry>,
-    by_key: HashMap<(String, String), usize>,
+    by_key: HashMap<(String, String), Vec<usize>>,
 }
 
 /// What [`Index::insert`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Insert {
-    /// The request was new.
+    /// The request (or this representation of it) was new.
     Added,
-    /// The request was known with the same status and body hash; the first
+    /// The request was known, with the same selecting request headers, the
+    /// same status and body hash; the first
     /// recording is kept (its headers may differ, e.g. `date`).
     Unchanged,
     /// The request was known with a different status or body. The first
@@ -44,18 +48,40 @@ impl Index {
         self.entries.is_empty()
     }
 
-    /// The entry recorded for `method url`, after normalising both.
+    /// The entry recorded for `method url`, after normalising both: the
+    /// representation without selecting request headers if there is one,
+    /// else the first recorded.
     pub fn get(&self, method: &str, url: &str) -> Option<&Entry> {
-        let key = (method.to_ascii_uppercase(), normalize_url(url));
-        self.by_key.get(&key).map(|&i| &self.entries[i])
+        let mut all = self.representations(method, url);
+        let first = all.next()?;
+        Some(if first.request_headers.is_empty() {
+            first
+        } else {
+            all.find(|e| e.request_headers.is_empty()).unwrap_or(first)
+        })
     }
 
-    /// Adds `entry` under its normalised URL and upper-case method.
+    /// Every representation recorded for `method url`, in insertion order.
+    pub fn representations(&self, method: &str, url: &str) -> impl Iterator<Item = &Entry> {
+        let key = (method.to_ascii_uppercase(), normalize_url(url));
+        self.by_key
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.entries[i])
+    }
+
+    /// Adds `entry` under its normalised URL, upper-case method and
+    /// selecting request headers.
     pub fn insert(&mut self, mut entry: Entry) -> Insert {
         entry.url = normalize_url(&entry.url);
         entry.method.make_ascii_uppercase();
         let key = (entry.method.clone(), entry.url.clone());
-        if let Some(&i) = self.by_key.get(&key) {
+        let slots = self.by_key.entry(key).or_default();
+        if let Some(&i) = slots
+            .iter()
+            .find(|&&i| self.entries[i].request_headers == entry.request_headers)
+        {
             let existing = &self.entries[i];
             let hash = |e: &Entry| e.body.as_ref().map(|b| b.hash.clone());
             return if existing.status == entry.status && hash(existing) == hash(&entry) {
@@ -66,7 +92,7 @@ impl Index {
                 }
             };
         }
-        self.by_key.insert(key, self.entries.len());
+        slots.push(self.entries.len());
         self.entries.push(entry);
         Insert::Added
     }
@@ -82,6 +108,32 @@ impl Index {
         v.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         v
     }
+}
+
+/// `entries` without the HEAD entries replay would never use: replay
+/// answers a HEAD from the GET entry of the same URL and representation
+/// when there is one, so a HEAD recorded beside it (uv sends HEAD before
+/// its GET) only lengthens the file. A HEAD whose status differs from the
+/// GET's is kept, as is a HEAD with no GET beside it.
+pub fn without_redundant_heads(entries: Vec<Entry>) -> Vec<Entry> {
+    use std::collections::HashSet;
+    let gets: HashSet<(String, &std::collections::BTreeMap<String, String>, u16)> = entries
+        .iter()
+        .filter(|e| e.method == "GET")
+        .map(|e| (normalize_url(&e.url), &e.request_headers, e.status))
+        .collect();
+    let redundant: Vec<bool> = entries
+        .iter()
+        .map(|e| {
+            e.method == "HEAD"
+                && gets.contains(&(normalize_url(&e.url), &e.request_headers, e.status))
+        })
+        .collect();
+    entries
+        .into_iter()
+        .zip(redundant)
+        .filter_map(|(e, r)| (!r).then_some(e))
+        .collect()
 }
 
 /// The match key for a URL: scheme and host lower-cased, the scheme's
@@ -171,6 +223,7 @@ mod tests {
             name: None,
             status,
             headers: BTreeMap::new(),
+            request_headers: BTreeMap::new(),
             body: hash.map(|h| Body {
                 hash: Some(h.into()),
                 size: None,
@@ -263,6 +316,70 @@ mod tests {
         assert_eq!(kept.body.as_ref().unwrap().hash.as_deref(), Some("h1"));
         assert!(kept.headers.is_empty());
         assert_eq!(ix.len(), 2);
+    }
+
+    #[test]
+    fn representations_of_one_url_are_separate_entries() {
+        let json = || {
+            let mut e = entry("GET", "https://e.org/simple/a/", 200, Some("json"));
+            e.request_headers.insert(
+                "accept".into(),
+                "application/vnd.pypi.simple.v1+json".into(),
+            );
+            e
+        };
+        let mut ix = Index::new();
+        assert_eq!(ix.insert(json()), Insert::Added);
+        // Without a representation for any request, get falls back to the first.
+        assert_eq!(
+            ix.get("GET", "https://e.org/simple/a/").unwrap().body,
+            json().body
+        );
+        assert_eq!(
+            ix.insert(entry("GET", "https://e.org/simple/a/", 200, Some("html"))),
+            Insert::Added
+        );
+        assert_eq!(ix.insert(json()), Insert::Unchanged);
+        let mut other = json();
+        other.body.as_mut().unwrap().hash = Some("json2".into());
+        assert_eq!(
+            ix.insert(other),
+            Insert::Conflict {
+                existing_hash: Some("json".into())
+            }
+        );
+        let hashes: Vec<_> = ix
+            .representations("get", "HTTPS://e.org/simple/a/")
+            .map(|e| e.body.as_ref().unwrap().hash.clone().unwrap())
+            .collect();
+        assert_eq!(hashes, ["json", "html"]);
+        let plain = ix.get("GET", "https://e.org/simple/a/").unwrap();
+        assert_eq!(plain.body.as_ref().unwrap().hash.as_deref(), Some("html"));
+        assert_eq!(ix.len(), 2);
+    }
+
+    #[test]
+    fn a_head_beside_its_get_is_dropped_and_a_lone_or_different_head_kept() {
+        let all = vec![
+            entry("HEAD", "https://e.org/a.whl", 200, None),
+            entry("GET", "https://e.org/a.whl", 200, Some("h")),
+            entry("HEAD", "https://e.org/only-head", 200, None),
+            entry("HEAD", "https://e.org/b", 404, None),
+            entry("GET", "https://e.org/b", 200, Some("h")),
+        ];
+        let kept: Vec<_> = without_redundant_heads(all)
+            .iter()
+            .map(|e| format!("{} {}", e.method, e.url))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "GET https://e.org/a.whl",
+                "HEAD https://e.org/only-head",
+                "HEAD https://e.org/b",
+                "GET https://e.org/b"
+            ]
+        );
     }
 
     #[test]

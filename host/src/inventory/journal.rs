@@ -27,6 +27,8 @@ struct Record {
     method: String,
     status_code: u16,
     headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    request_headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fetch_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +49,7 @@ impl From<&Entry> for Record {
             method: e.method.clone(),
             status_code: e.status,
             headers: e.headers.clone(),
+            request_headers: e.request_headers.clone(),
             fetch_url: e.fetch_url.clone(),
             name: e.name.clone(),
             hash: e.body.as_ref().and_then(|b| b.hash.clone()),
@@ -66,6 +69,7 @@ impl From<Record> for Entry {
             name: r.name,
             status: r.status_code,
             headers: r.headers,
+            request_headers: r.request_headers,
             body: r.has_body.then_some(Body {
                 hash: r.hash,
                 size: r.size,
@@ -209,6 +213,7 @@ mod tests {
             name: None,
             status: if body { 200 } else { 404 },
             headers: BTreeMap::from([("content-type".into(), "text/plain".into())]),
+            request_headers: BTreeMap::new(),
             body: body.then(|| Body {
                 hash: Some("sha256-LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=".into()),
                 size: Some(5),

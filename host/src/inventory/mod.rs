@@ -13,6 +13,7 @@
 //! streams, and loaders read a file's size from its metadata, never its
 //! content.
 
+pub mod check;
 pub mod content;
 pub mod entry;
 pub mod index;

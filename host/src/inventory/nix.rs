@@ -15,7 +15,7 @@ mod parser;
 mod read;
 
 pub use hash::{Digest, digest_of, hex, nix32_decode, nix32_encode, sri, to_hex, to_sri};
-pub use read::{parse, parse_str};
+pub use read::{Spelled, parse, parse_each, parse_str};
 
 use super::{Entry, InventoryError, names, write_atomic_bytes};
 use std::fmt::Write as _;
@@ -47,6 +47,13 @@ fn render_entry(out: &mut String, e: &Entry) -> Result<(), InventoryError> {
     } else {
         out.push_str("    headers = {\n");
         for (k, v) in &e.headers {
+            let _ = writeln!(out, "      {} = {};", quote(k), quote(v));
+        }
+        out.push_str("    };\n");
+    }
+    if !e.request_headers.is_empty() {
+        out.push_str("    request_headers = {\n");
+        for (k, v) in &e.request_headers {
             let _ = writeln!(out, "      {} = {};", quote(k), quote(v));
         }
         out.push_str("    };\n");
@@ -84,6 +91,15 @@ fn render_entry(out: &mut String, e: &Entry) -> Result<(), InventoryError> {
             let _ = writeln!(out, "      url = {};", quote(e.fetch_url()));
             if let Some(name) = name {
                 let _ = writeln!(out, "      name = {};", quote(&name));
+            }
+            if !e.request_headers.is_empty() {
+                // nixpkgs' fetchurl passes these to curl: it asks for the
+                // representation the client got, not curl's default one.
+                out.push_str("      curlOptsList = [\n");
+                for (k, v) in &e.request_headers {
+                    let _ = writeln!(out, "        \"--header\" {}", quote(&format!("{k}: {v}")));
+                }
+                out.push_str("      ];\n");
             }
             let _ = writeln!(out, "      hash = {};", quote(&hash));
             out.push_str("    };\n");
@@ -143,6 +159,7 @@ mod tests {
             name: None,
             status,
             headers: BTreeMap::new(),
+            request_headers: BTreeMap::new(),
             body: hash.map(|h| Body {
                 hash: Some(h.into()),
                 size: None,
@@ -162,7 +179,10 @@ mod tests {
         let mut named = entry("https://example.org/pkg", 200, Some(SRI_B));
         named.name = Some("pkg-1.0.tar.gz".into());
         named.method = "POST".into();
-        vec![probe, q, a, named]
+        let mut json = entry("https://example.org/a.tar.gz", 200, Some(SRI_B));
+        json.request_headers
+            .insert("accept".into(), "application/json; q=1, */*".into());
+        vec![probe, q, a, named, json]
     }
 
     fn parse_text(src: &str) -> Result<Vec<Entry>, InventoryError> {
@@ -230,6 +250,31 @@ mod tests {
             assert!(text.contains(&want), "{text}");
             assert_eq!(parse_text(&text).unwrap()[0].name, None);
         }
+    }
+
+    #[test]
+    fn a_negotiated_entry_keeps_its_request_headers_and_fetchurl_sends_them() {
+        let text = render(&sample()[4..]).unwrap();
+        assert!(
+            text.contains(
+                "    request_headers = {\n      \"accept\" = \"application/json; q=1, */*\";\n    };\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "      curlOptsList = [\n        \"--header\" \"accept: application/json; q=1, */*\"\n      ];\n"
+            ),
+            "{text}"
+        );
+        // Two representations of one URL are two entries, in a stable order.
+        let both = render(&sample()[2..]).unwrap();
+        assert_eq!(
+            both.matches("url = \"https://example.org/a.tar.gz\";")
+                .count(),
+            4
+        );
+        assert_eq!(parse_text(&both).unwrap().len(), 3);
     }
 
     #[test]
@@ -376,7 +421,7 @@ mod tests {
             std::fs::read_to_string(&path).unwrap(),
             render(&sample()).unwrap()
         );
-        assert_eq!(parse(&path).unwrap().len(), 4);
+        assert_eq!(parse(&path).unwrap().len(), 5);
         // A failed render leaves the old file alone.
         let mut bad = entry("https://e.org/x", 200, None);
         bad.body = Some(Body {
@@ -385,7 +430,7 @@ mod tests {
             file: None,
         });
         assert!(write_atomic(&path, &[bad]).is_err());
-        assert_eq!(parse(&path).unwrap().len(), 4);
+        assert_eq!(parse(&path).unwrap().len(), 5);
         let missing = dir.path().join("nope/proxy_content.nix");
         let err = write_atomic(&missing, &sample()).unwrap_err().to_string();
         assert!(err.contains(&missing.display().to_string()), "{err}");

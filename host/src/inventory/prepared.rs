@@ -70,6 +70,9 @@ struct Record {
     status: u16,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     headers: BTreeMap<String, String>,
+    /// The request headers that selected this representation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    request_headers: BTreeMap<String, String>,
     /// Absolute, or relative to the directory given to [`Prepared::open`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file: Option<String>,
@@ -124,6 +127,7 @@ pub fn write(
             name: e.name.clone(),
             status: e.status,
             headers: e.headers.clone(),
+            request_headers: e.request_headers.clone(),
             file,
             size: body.and_then(|b| b.size),
             hash: body.and_then(|b| b.hash.clone()),
@@ -377,6 +381,7 @@ impl Prepared {
             name: r.name,
             status: r.status,
             headers: r.headers,
+            request_headers: r.request_headers,
             body,
         })
     }
@@ -578,6 +583,7 @@ mod tests {
             name: None,
             status: 200,
             headers: BTreeMap::new(),
+            request_headers: BTreeMap::new(),
             body: Some(Body {
                 hash: Some(SRI.into()),
                 size: Some(5),

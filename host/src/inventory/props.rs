@@ -93,13 +93,14 @@ fn entry() -> impl Strategy<Value = Entry> {
         ],
         100u16..=999,
         btree_map(header_name(), nasty_text(), 0..4),
+        btree_map(header_name(), nasty_text(), 0..2),
         proptest::option::of((
             sri_hash(),
             proptest::option::of(url()),
             proptest::option::of(store_name()),
         )),
     )
-        .prop_map(|(url, method, status, headers, body)| {
+        .prop_map(|(url, method, status, headers, request_headers, body)| {
             let (body, fetch_url, name) = match body {
                 None => (None, None, None),
                 Some((hash, fetch_url, name)) => (
@@ -119,6 +120,7 @@ fn entry() -> impl Strategy<Value = Entry> {
                 name,
                 status,
                 headers,
+                request_headers,
                 body,
             }
         })
@@ -300,6 +302,7 @@ fn raw_entries() -> impl Strategy<Value = Vec<RawEntry>> {
                         method,
                         status_code: status,
                         headers,
+                        request_headers: Default::default(),
                         file: has_file.then(String::new),
                         hash,
                         fetch_url,

@@ -109,6 +109,7 @@ impl Store {
                 method: e.method.clone(),
                 status_code: e.status,
                 headers: e.headers.clone(),
+                request_headers: e.request_headers.clone(),
                 file,
                 hash,
                 fetch_url: e.fetch_url.clone(),
@@ -303,6 +304,7 @@ mod tests {
             name: None,
             status: if file.is_some() { 200 } else { 404 },
             headers: BTreeMap::from([("content-length".into(), "5".into())]),
+            request_headers: BTreeMap::new(),
             body: file.map(|f| Body {
                 hash: Some(nix::to_sri(HELLO_HEX).unwrap()),
                 size: Some(5),

@@ -46,6 +46,10 @@ impl inventory::Host for HostState {
         self.catalog.get(&method, &url)
     }
 
+    fn representations(&mut self, method: String, url: String) -> Vec<Entry> {
+        self.catalog.representations(&method, &url)
+    }
+
     fn put(&mut self, e: Entry) -> Result<PutOutcome, String> {
         self.catalog.put(e)
     }

@@ -86,3 +86,34 @@ mod tests {
         assert!(chain(&outer).contains("connection refused"));
     }
 }
+
+/// The summary line for a client that broke off the TLS handshake with
+/// the proxy: almost always a client that does not trust buildproxy's CA,
+/// so nothing it wanted from `host` was downloaded or recorded, although
+/// the client may well exit 0 (apt does).
+pub fn client_rejected_tls(host: &str, cause: &std::io::Error) -> String {
+    format!(
+        "a client connecting to {host} broke off the TLS handshake ({cause}): it does not \
+         trust buildproxy's CA, so nothing it fetched from {host} was recorded. Fix: give \
+         that client the CA bundle (SSL_CERT_FILE and the other variables buildproxy \
+         exports; apt reads APT_CONFIG, wget WGETRC, Java JAVA_TOOL_OPTIONS; see README's \
+         compatibility table); a client that pins its certificates cannot be captured"
+    )
+}
+
+#[cfg(test)]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn a_rejected_handshake_names_the_host_and_the_fix() {
+        let e = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "received fatal alert: UnknownCA",
+        );
+        let line = client_rejected_tls("deb.example.org", &e);
+        assert!(line.contains("connecting to deb.example.org"), "{line}");
+        assert!(line.contains("UnknownCA"), "{line}");
+        assert!(line.contains("APT_CONFIG"), "{line}");
+    }
+}

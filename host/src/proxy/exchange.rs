@@ -516,6 +516,15 @@ impl Flow {
                 });
                 self.complete(Some(head), Some(wit::Blob { id, size }), None, source);
             }
+            Err(why) if why.starts_with(buildproxy_plugin_sdk::record::CLIENT_LEFT) => {
+                // The client's choice; an error only if nothing else got
+                // this body whole (decided at the end of the run).
+                tracing::info!("{} {}: {why}", self.request.method, self.request.url);
+                self.proxy
+                    .catalog
+                    .record_abandoned(&self.request.method, &self.request.url, &why);
+                self.complete(Some(head), None, Some(why), source);
+            }
             Err(why) => {
                 self.proxy.catalog.record_error(format!(
                     "{} {}: {why}",

@@ -26,18 +26,21 @@ use super::body::{self, ProxyBody};
 use crate::catalog::Catalog;
 use crate::inventory::verify::{self, Hasher, Opened, VerifyError};
 
-/// Read size: large enough that syscalls and TLS records are few.
+/// What the client is sent at a time: large enough that TLS records and
+/// wake-ups are few.
 const CHUNK: usize = 256 << 10;
+/// What one hand-off to the blocking pool reads: a few chunks, so the
+/// thread hop (two context switches) is paid once per MiB, not per chunk.
+const READ: usize = 4 * CHUNK;
 /// Bodies at most this big (as read, whole file when verifying) are read
 /// at once on the runtime: a thread hand-off costs more than the read.
 const SMALL: u64 = 256 << 10;
 /// File reads in flight at once, across all clients: a fraction of the
 /// blocking pool (512 threads), enough that a crowd's reads queue briefly.
 pub const READERS: usize = 64;
-/// Chunks read ahead of the client. A disk read is quick, so one suffices
-/// to keep the socket busy, and a client that stops reading holds little:
-/// this chunk, the one held back for the hash, the one being written.
-const DEPTH: usize = 1;
+/// Chunks queued for the client. A client that stops reading holds these,
+/// the rest of one read, and the chunk being written: about 1.5 MiB.
+const DEPTH: usize = 2;
 
 static READS: Semaphore = Semaphore::const_new(READERS);
 
@@ -153,7 +156,7 @@ async fn stream(
     // The last chunk of the client's range, sent once the hash is known.
     let mut pending: Option<Bytes> = None;
     while pos < end {
-        let want = CHUNK.min((end - pos) as usize);
+        let want = READ.min((end - pos) as usize);
         let Ok(permit) = READS.acquire().await else {
             return;
         };
@@ -162,7 +165,7 @@ async fn stream(
             .expect("the reader comes back after each read");
         let read = tokio::task::spawn_blocking(move || {
             let mut buf = BytesMut::zeroed(want);
-            let got = r.file.read(&mut buf);
+            let got = read_up_to(&mut r.file, &mut buf);
             if let (Ok(n), Some(h)) = (&got, &mut r.hasher) {
                 h.update(&buf[..*n]);
             }
@@ -206,11 +209,14 @@ async fn stream(
         if s >= e {
             continue;
         }
-        let part = chunk.slice((s - c0) as usize..(e - c0) as usize);
-        if let Some(prev) = pending.replace(part)
-            && !send(&tx, prev, &report).await
-        {
-            return;
+        let mut part = chunk.slice((s - c0) as usize..(e - c0) as usize);
+        while !part.is_empty() {
+            let piece = part.split_to(CHUNK.min(part.len()));
+            if let Some(prev) = pending.replace(piece)
+                && !send(&tx, prev, &report).await
+            {
+                return;
+            }
         }
     }
     let r = reader.expect("the reader came back");
@@ -223,6 +229,20 @@ async fn stream(
     if let Some(last) = pending {
         send(&tx, last, &report).await;
     }
+}
+
+/// Fills `buf` as far as the file goes: short only at its end.
+fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Hands a chunk to the client's side; false when the client left or took

@@ -230,6 +230,10 @@ where
                 "CONNECT {authority}: TLS handshake with the client failed: {e} \
                  (does the client trust buildproxy's CA? see SSL_CERT_FILE)"
             );
+            // The client got nothing: the end summary must say so.
+            proxy
+                .catalog
+                .record_error(super::error::client_rejected_tls(&host, &e));
             return;
         }
     };

@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 
 use super::child::{self, Ended};
 use super::lock::OutputLock;
-use super::setup;
+use super::{setup, verify};
 use crate::catalog::{Catalog, human_size};
 use crate::cli::CaptureArgs;
 use crate::env::ClientEnv;
+use crate::inventory::index::{Index, Insert, normalize_url};
 use crate::inventory::store::Store;
-use crate::inventory::{Entry, journal, nix};
+use crate::inventory::{Entry, index, journal, nix};
 use crate::plugin::bindings::Mode;
 use crate::proxy::upstream_client;
 use crate::tls::upstream;
@@ -44,7 +45,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
                 recovered.len(),
                 journal_path.display()
             );
-            merge(previous, recovered).0
+            merge(previous, recovered).entries
         }
         _ => previous,
     };
@@ -66,6 +67,7 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     let (roots, root_certs) = upstream::roots(&args.upstream_ca)?;
     let timeouts = setup::timeouts(&args.common)?;
     let client = upstream_client(upstream::client_config(roots), &timeouts);
+    let verifier = args.verify.then(|| client.clone());
     let catalog = Arc::new(Catalog::for_capture(Some(journal)));
     let running = setup::start(
         &args.common,
@@ -99,10 +101,23 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
         );
     }
 
-    let captured = catalog.entries();
-    let (entries, changed) = merge(previous, captured);
+    let captured = index::without_redundant_heads(catalog.entries());
+    let Merged {
+        entries,
+        new,
+        changed,
+        kept,
+        conflicting,
+    } = merge(previous, captured.clone());
     for url in &changed {
         eprintln!("buildproxy: changed since the last capture: {url}");
+    }
+    for url in &conflicting {
+        eprintln!(
+            "buildproxy: warning: {} records {url} more than once with different answers; \
+             keeping the first, as capture does (`buildproxy check` lists them)",
+            args.output.display()
+        );
     }
     if let Err(e) = nix::write_atomic(&args.output, &entries) {
         // The old file is intact; what this run recorded must not be lost
@@ -133,17 +148,18 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
             + s.unchanged.load(Ordering::Relaxed)
             + s.conflicts.load(Ordering::Relaxed),
     );
-    let errors = catalog.errors();
+    let mut errors = catalog.errors();
+    errors.extend(catalog.abandoned_unrecorded());
     eprintln!(
-        "buildproxy: wrote {} to {} ({} new, {} changed, {}); {}, {} skipped, {} conflicting",
+        "buildproxy: wrote {} to {} ({new} new, {} changed, {kept} kept; {} downloaded); {}, {} \
+         skipped, {} conflicting",
         count(entries.len(), "entry", "entries"),
         args.output.display(),
-        s.added.load(Ordering::Relaxed),
         changed.len(),
         human_size(Some(s.added_bytes.load(Ordering::Relaxed))),
         count(errors.len(), "error", "errors"),
         skipped,
-        s.conflicts.load(Ordering::Relaxed),
+        s.conflicts.load(Ordering::Relaxed) + conflicting.len() as u64,
     );
     for e in errors {
         eprintln!("buildproxy:   error: {e}");
@@ -162,29 +178,121 @@ pub async fn run(args: CaptureArgs) -> Result<i32> {
     if let Ended::Signalled(sig) = ended {
         eprintln!("buildproxy: stopped by signal {sig}; what completed before it is recorded");
     }
-    Ok(ended.code())
+    let mut code = ended.code();
+    if let Some(client) = verifier
+        && !verify::verify_and_report("--verify", &client, &captured, timeouts.response).await
+        && code == 0
+    {
+        code = 1;
+    }
+    Ok(code)
 }
 
-/// The previous entries, updated by this run's: new URLs are added, a URL
-/// whose recorded status or hash changed takes the new entry and is
-/// reported.
-fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> (Vec<Entry>, Vec<String>) {
-    let key = |e: &Entry| (e.url.clone(), e.method.clone());
-    let mut all: BTreeMap<_, Entry> = previous.into_iter().map(|e| (key(&e), e)).collect();
-    let mut changed = Vec::new();
+/// What `merge` made of the previous file and this run.
+#[derive(Debug)]
+struct Merged {
+    entries: Vec<Entry>,
+    /// Entries the previous file did not have.
+    new: usize,
+    /// URLs this run recorded with another status or hash than before.
+    changed: Vec<String>,
+    /// Previous entries left as they were (captured again alike, or not at all).
+    kept: usize,
+    /// URLs the previous file records twice with different answers.
+    conflicting: Vec<String>,
+}
+
+/// The previous entries, updated by this run's: new requests (or new
+/// representations of one) are added, an entry whose recorded status or
+/// hash changed takes the new one and is reported. Within the previous
+/// file, a request recorded twice keeps its first recording, as capture
+/// keeps the first answer it saw (the same [`Index`] rule), and differing
+/// duplicates are reported.
+fn merge(previous: Vec<Entry>, captured: Vec<Entry>) -> Merged {
+    let mut old = Index::new();
+    let mut conflicting = Vec::new();
+    for e in previous {
+        let url = e.url.clone();
+        if let Insert::Conflict { .. } = old.insert(e) {
+            conflicting.push(url);
+        }
+    }
+    let key = |e: &Entry| {
+        (
+            normalize_url(&e.url),
+            e.method.to_ascii_uppercase(),
+            e.request_headers.clone(),
+        )
+    };
+    let mut all: BTreeMap<_, Entry> = old.iter().map(|e| (key(e), e.clone())).collect();
+    let before = all.len();
+    let (mut new, mut changed) = (0, Vec::new());
     for e in captured {
-        if let Some(old) = all.get(&key(&e)) {
-            let hash = |e: &Entry| e.body.as_ref().and_then(|b| b.hash.clone());
-            if old.status != e.status || hash(old) != hash(&e) {
-                changed.push(e.url.clone());
+        match all.get(&key(&e)) {
+            None => new += 1,
+            Some(old) => {
+                let hash = |e: &Entry| e.body.as_ref().and_then(|b| b.hash.clone());
+                if old.status != e.status || hash(old) != hash(&e) {
+                    changed.push(e.url.clone());
+                }
             }
         }
         all.insert(key(&e), e);
     }
-    (all.into_values().collect(), changed)
+    Merged {
+        entries: all.into_values().collect(),
+        new,
+        kept: before - changed.len(),
+        changed,
+        conflicting,
+    }
 }
 
 /// "1 entry", "2 entries": the summary is read by people.
 fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::Body;
+
+    fn entry(url: &str, hash: &str, accept: Option<&str>) -> Entry {
+        Entry {
+            method: "GET".into(),
+            url: url.into(),
+            fetch_url: None,
+            name: None,
+            status: 200,
+            headers: BTreeMap::new(),
+            request_headers: accept
+                .map(|a| BTreeMap::from([("accept".to_string(), a.to_string())]))
+                .unwrap_or_default(),
+            body: Some(Body {
+                hash: Some(hash.into()),
+                size: None,
+                file: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn merge_counts_new_changed_and_kept_separately_per_representation() {
+        let previous = vec![
+            entry("https://e.org/a", "h1", None),
+            entry("https://e.org/b", "h2", None),
+            entry("https://e.org/c", "h3", None),
+        ];
+        let captured = vec![
+            entry("https://e.org/a", "h1", None),
+            entry("https://e.org/b", "h2-new", None),
+            entry("https://e.org/a", "json", Some("application/json")),
+            entry("https://e.org/d", "h4", None),
+        ];
+        let m = merge(previous, captured);
+        assert_eq!((m.new, m.changed.len(), m.kept), (2, 1, 2), "{m:?}");
+        assert_eq!(m.changed, ["https://e.org/b"]);
+        assert_eq!(m.entries.len(), 5);
+    }
 }

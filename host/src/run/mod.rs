@@ -2,13 +2,16 @@
 //! a shell) in the client environment, and reports at the end.
 
 pub mod capture;
+pub mod check;
 pub mod child;
 pub mod component;
 pub mod detach;
+pub mod git_fetch;
 pub mod lock;
 pub mod proxy;
 pub mod replay;
 pub mod setup;
+pub mod verify;
 
 use anyhow::Result;
 

@@ -93,10 +93,20 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
             eprintln!("buildproxy:   {method} {url}");
         }
         more(catalog.misses_dropped.load(Ordering::Relaxed));
-        eprintln!(
-            "buildproxy: re-run the capture (buildproxy capture -- <build>) so it records them, \
-             or make the build not need them."
-        );
+        let replayable = |m: &str| m == "GET" || m == "HEAD";
+        if misses.iter().any(|(m, _)| replayable(m)) {
+            eprintln!(
+                "buildproxy: re-run the capture (buildproxy capture -- <build>) so it records \
+                 the GET and HEAD requests, or make the build not need them."
+            );
+        }
+        if misses.iter().any(|(m, _)| !replayable(m)) {
+            eprintln!(
+                "buildproxy: the other requests send data (POST, PUT, …) and cannot be replayed: \
+                 a capture records only GET and HEAD. Make the build not send them: for npm, \
+                 --no-audit --no-fund (npm_config_audit=false); for git, Nix's fetchgit."
+            );
+        }
         if args.strict && code == 0 {
             eprintln!("buildproxy: --strict: failing because of the misses above");
             return Ok(1);

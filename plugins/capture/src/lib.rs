@@ -11,6 +11,10 @@
 //!   (status-only), or 404/410 (status-only probes). 5xx, 429, other 4xx,
 //!   failed transfers and other methods are skipped, logged, and listed in
 //!   the end-of-run report.
+//! - An entry keeps the request headers that selected its representation
+//!   (`accept`, and what `vary` names: see the SDK's `negotiation`), so the
+//!   same URL asked for JSON and for HTML gives two entries, and `fetchurl`
+//!   asks for the same one.
 //! - Redirects (301, 302, 303, 307, 308 with a `location`) and every
 //!   exchange a redirect led to (its request has a `chain`) are the
 //!   `redirect` plugin's to record: one owner for everything a chain means
@@ -19,22 +23,11 @@
 //! Config: empty, or `keep-encoding` to pass `accept-encoding` through (for
 //! upstreams that only serve compressed bodies).
 
-use buildproxy_plugin_sdk::record;
 use buildproxy_plugin_sdk::{
     Entry, Exchange, Hooks, Host, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
     ResponseHead, Source, headers,
 };
-
-/// Request headers that would make upstream answer with something other than
-/// the plain body `fetchurl` downloads.
-const STRIPPED_REQUEST_HEADERS: &[&str] = &[
-    "range",
-    "if-range",
-    "if-none-match",
-    "if-modified-since",
-    "if-match",
-    "if-unmodified-since",
-];
+use buildproxy_plugin_sdk::{negotiation, record};
 
 #[derive(Default)]
 pub struct Capture {
@@ -88,6 +81,7 @@ impl Capture {
             None
         };
         Decision::Record(record::entry(
+            &req.headers,
             req.method.clone(),
             req.url.clone(),
             head,
@@ -107,7 +101,15 @@ fn is_redirect(head: &ResponseHead) -> bool {
 /// The counter under which a skip the user should hear about is kept for
 /// the report; `None` for skips that are expected (local answers, chains).
 fn reported(summary: &Exchange, why: &str) -> Option<String> {
+    // A client that stopped reading (uv, given a whole body where it asked
+    // for a range or wanted only a wheel's metadata) chose to: the host
+    // reports it at the end only if no request got that body whole.
+    let client_left = summary
+        .error
+        .as_deref()
+        .is_some_and(|e| e.starts_with(record::CLIENT_LEFT));
     let worth = summary.source == Source::Upstream
+        && !client_left
         && (summary.error.is_some() || summary.head.as_ref().is_some_and(|h| h.status >= 400));
     worth.then(|| {
         format!(
@@ -146,7 +148,7 @@ impl Plugin for Capture {
             return RequestAction::Pass;
         }
         let before = req.headers.len();
-        for name in STRIPPED_REQUEST_HEADERS {
+        for name in negotiation::STRIPPED_BY_CAPTURE {
             headers::remove(&mut req.headers, name);
         }
         if !self.keep_encoding {
@@ -166,12 +168,14 @@ impl Plugin for Capture {
         match Self::decide(&summary) {
             Decision::Record(entry) => {
                 let url = entry.url.clone();
+                let selecting = entry.request_headers.clone();
                 match host.put(entry) {
                     Ok(PutOutcome::Conflict) => host.log(
                         Level::Warn,
                         &format!(
-                            "{url} answered with a different body than before; keeping the first \
-                             (dynamic content is a reproducibility hazard)"
+                            "{url} answered with a different body than before ({}); keeping the \
+                             first (dynamic content is a reproducibility hazard)",
+                            negotiation::describe(&selecting)
                         ),
                     ),
                     Ok(_) => {}

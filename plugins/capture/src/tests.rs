@@ -164,3 +164,18 @@ fn reports_what_upstream_failed_to_give_once_per_url() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_client_that_stopped_reading_is_left_to_the_host_to_report() {
+    let host = MemoryHost::default();
+    let mut p = Capture::default();
+    p.configure(&host, Mode::Capture, "").unwrap();
+    let mut left = exchange("GET", 200, None);
+    left.error = Some("client went away after 64928 bytes".into());
+    p.on_complete(&host, 1, left.clone());
+    assert!(host.totals().is_empty(), "{:?}", host.totals());
+    // An upstream failure is reported.
+    left.error = Some("upstream reset the connection".into());
+    p.on_complete(&host, 2, left);
+    assert_eq!(host.totals().len(), 1);
+}

@@ -73,7 +73,14 @@ pub fn decide(config: &Config, summary: &Exchange) -> Decision {
                 urls[i + 1],
                 urls[i]
             )),
-            _ => Decision::Record(entry(req.method.clone(), req.url.clone(), head, None, None)),
+            _ => Decision::Record(entry(
+                &req.headers,
+                req.method.clone(),
+                req.url.clone(),
+                head,
+                None,
+                None,
+            )),
         };
     }
     let status = head.status;
@@ -108,5 +115,12 @@ pub fn decide(config: &Config, summary: &Exchange) -> Decision {
     } else {
         None
     };
-    Decision::Record(entry(req.method.clone(), url, head, fetch_url, body))
+    Decision::Record(entry(
+        &req.headers,
+        req.method.clone(),
+        url,
+        head,
+        fetch_url,
+        body,
+    ))
 }

@@ -260,6 +260,7 @@ fn recorded() -> MemoryHost {
         fetch_url: None,
         status,
         headers: vec![("location".into(), to.into())],
+        request_headers: vec![],
         body: None,
     };
     MemoryHost::with_entries([
@@ -272,6 +273,7 @@ fn recorded() -> MemoryHost {
             fetch_url: Some(A.into()),
             status: 200,
             headers: vec![],
+            request_headers: vec![],
             body: blob(),
         },
         hop("http://e.org/loop1", 302, "/loop2"),

@@ -1,8 +1,11 @@
 //! The bundled `replay` plugin: answers requests from the recorded content.
 //!
 //! - A request is matched on method and full URL (the host normalises scheme,
-//!   host case and default port). HEAD is answered from the GET entry (the
-//!   host sends its headers and length, no body).
+//!   host case and default port), then on the request headers that selected
+//!   each recorded representation (content negotiation, see the SDK's
+//!   `negotiation`): a request that asks for JSON never gets the HTML, nor
+//!   the reverse. HEAD is answered from the GET entry (the host sends its
+//!   headers and length, no body).
 //! - Conditional GETs get 304 when the entry's validators match
 //!   (`if-none-match` against `etag`, `if-modified-since` against an
 //!   identical `last-modified`), else the full entry.
@@ -14,7 +17,8 @@
 //! Config: empty.
 
 use buildproxy_plugin_sdk::{
-    Body, Entry, Hooks, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead, headers,
+    Body, Entry, Hooks, Host, Mode, Plugin, Request, RequestAction, Response, ResponseHead,
+    headers, negotiation,
 };
 
 #[derive(Default)]
@@ -24,12 +28,15 @@ pub struct Replay {
 
 impl Replay {
     pub fn answer(host: &dyn Host, req: &Request) -> Response {
-        let lookup = |method: &str| host.get(method, &req.url);
-        let entry = match req.method.as_str() {
-            "HEAD" => lookup("GET").or_else(|| lookup("HEAD")),
+        let lookup = |method: &str| host.representations(method, &req.url);
+        let representations = match req.method.as_str() {
+            "HEAD" => {
+                let get = lookup("GET");
+                if get.is_empty() { lookup("HEAD") } else { get }
+            }
             m => lookup(m),
         };
-        match entry {
+        match negotiation::select(&req.headers, representations.clone()) {
             Some(entry) => match not_modified(req, &entry) {
                 Some(head) => Response {
                     head,
@@ -39,7 +46,7 @@ impl Replay {
             },
             None => {
                 host.record_miss(&req.method, &req.url);
-                miss(req)
+                miss(req, &representations)
             }
         }
     }
@@ -96,14 +103,38 @@ fn weak(tag: &str) -> &str {
     tag.strip_prefix("W/").unwrap_or(tag)
 }
 
-fn miss(req: &Request) -> Response {
-    let text = format!(
-        "buildproxy replay: {} {} is not in the captured content.\n\
-         The build asked for a URL that was not downloaded when the content was captured.\n\
-         Re-run the capture (buildproxy capture -- <your build>) so that it records this URL,\n\
-         or make the build not need it.\n",
-        req.method, req.url
-    );
+fn miss(req: &Request, representations: &[Entry]) -> Response {
+    let what = format!("buildproxy replay: {} {}", req.method, req.url);
+    let text = if !representations.is_empty() {
+        let recorded: Vec<String> = representations
+            .iter()
+            .map(|e| format!("  {}\n", negotiation::describe(&e.request_headers)))
+            .collect();
+        format!(
+            "{what} was captured, but for other request headers (content negotiation):\n\
+             recorded:\n{}this request sent: {}\n\
+             The same URL gives different bytes for different headers, so replay answers only \
+             the representation a request asks for.\n\
+             Capture with the client (and version) the build uses, so that it records this one.\n",
+            recorded.concat(),
+            negotiation::describe(&negotiation::sent(&req.headers, representations))
+        )
+    } else if !matches!(req.method.as_str(), "GET" | "HEAD") {
+        format!(
+            "{what} cannot be replayed: capture records only GET and HEAD, because a {} \
+             sends data whose answer a fixed-output fetch cannot reproduce.\n\
+             Make the build not send it: for npm, pass --no-audit --no-fund (or set \
+             npm_config_audit=false); for git, use Nix's fetchgit.\n",
+            req.method
+        )
+    } else {
+        format!(
+            "{what} is not in the captured content.\n\
+             The build asked for a URL that was not downloaded when the content was captured.\n\
+             Re-run the capture (buildproxy capture -- <your build>) so that it records this URL,\n\
+             or make the build not need it.\n"
+        )
+    };
     Response {
         head: ResponseHead {
             status: 404,

@@ -17,6 +17,7 @@ fn host() -> MemoryHost {
                 "Tue, 01 Jan 2030 00:00:00 GMT".into(),
             ),
         ],
+        request_headers: vec![],
         body: Some(Blob {
             id: "sha256-x".into(),
             size: 7,
@@ -113,4 +114,62 @@ fn passes_when_not_replaying() {
         p.on_request(&h, 1, req("GET", URL, &[])),
         RequestAction::Pass
     );
+}
+
+#[test]
+fn each_representation_answers_only_the_request_that_selects_it() {
+    const JSON: &str = "application/vnd.pypi.simple.v1+json";
+    let index = "https://example.org/simple/a/";
+    let rep = |selecting: Vec<(String, String)>, id: &str| Entry {
+        method: "GET".into(),
+        url: index.into(),
+        fetch_url: None,
+        status: 200,
+        headers: vec![],
+        request_headers: selecting,
+        body: Some(Blob {
+            id: id.into(),
+            size: 1,
+        }),
+    };
+    let json = rep(vec![("accept".into(), JSON.into())], "json");
+    let h = MemoryHost::with_entries([json.clone(), rep(vec![], "html")]);
+    let id = |h: &MemoryHost, hs: &[(&str, &str)]| match Replay::answer(h, &req("GET", index, hs))
+        .body
+    {
+        Body::Blob(b) => b.id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(id(&h, &[("accept", JSON)]), "json");
+    assert_eq!(id(&h, &[("accept", "*/*")]), "html");
+    assert_eq!(id(&h, &[]), "html");
+
+    // Only the JSON was captured: curl's `*/*` is a miss that says why.
+    let h = MemoryHost::with_entries([json]);
+    let r = Replay::answer(&h, &req("GET", index, &[("accept", "*/*")]));
+    assert_eq!(r.head.status, 404);
+    let Body::Bytes(text) = r.body else { panic!() };
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains(&format!("accept: {JSON}")), "{text}");
+    assert!(text.contains("this request sent: accept: */*"), "{text}");
+    assert_eq!(h.misses.borrow().len(), 1);
+}
+
+#[test]
+fn a_post_miss_says_it_cannot_be_replayed_and_what_to_do() {
+    let h = host();
+    let r = Replay::answer(
+        &h,
+        &req(
+            "POST",
+            "https://example.org/-/npm/v1/security/audits/quick",
+            &[],
+        ),
+    );
+    assert_eq!(r.head.status, 404);
+    let Body::Bytes(text) = r.body else { panic!() };
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("cannot be replayed"), "{text}");
+    assert!(text.contains("--no-audit"), "{text}");
+    assert!(!text.contains("Re-run the capture"), "{text}");
 }

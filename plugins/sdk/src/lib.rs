@@ -30,6 +30,7 @@ pub mod bindings {
 
 pub mod headers;
 pub mod location;
+pub mod negotiation;
 pub mod record;
 pub mod testing;
 #[cfg(target_arch = "wasm32")]
@@ -50,6 +51,9 @@ pub use bindings::exports::buildproxy::plugin::hooks::{
 pub trait Host {
     fn log(&self, level: Level, message: &str);
     fn get(&self, method: &str, url: &str) -> Option<Entry>;
+    /// Every entry recorded for `method url`, one per representation
+    /// (see [`negotiation`]).
+    fn representations(&self, method: &str, url: &str) -> Vec<Entry>;
     fn put(&self, entry: Entry) -> Result<PutOutcome, String>;
     fn record_miss(&self, method: &str, url: &str);
     /// Adds to a counter the host sums over all instances; the totals come

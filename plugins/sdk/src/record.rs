@@ -2,7 +2,13 @@
 //! that records (capture, redirect), so an entry looks the same whoever made
 //! it.
 
-use crate::{Blob, Entry, ResponseHead};
+use crate::{Blob, Entry, Headers, ResponseHead, negotiation};
+
+/// How the host's `exchange.error` begins when the client stopped reading
+/// the body (its own choice: uv reads a wheel's metadata from the start of
+/// a whole body and hangs up). Whether that matters is decided at the end
+/// of the run: it does only if no other request got the body whole.
+pub const CLIENT_LEFT: &str = "client went away";
 
 /// Response headers worth replaying: they change how a client treats the
 /// body. Hop-by-hop and per-connection headers are the host's business.
@@ -16,9 +22,12 @@ pub const RECORDED_HEADERS: &[&str] = &[
     "location",
 ];
 
-/// The entry for a response: only the recorded headers, as text, and no
-/// `content-length` on a status-only entry (it would describe no body).
+/// The entry for a response to a request with `request` headers: only the
+/// recorded headers, as text, no `content-length` on a status-only entry
+/// (it would describe no body), and the request headers that selected this
+/// representation ([`negotiation::selecting`]).
 pub fn entry(
+    request: &Headers,
     method: String,
     url: String,
     head: &ResponseHead,
@@ -39,6 +48,7 @@ pub fn entry(
         fetch_url,
         status: head.status,
         headers,
+        request_headers: negotiation::selecting(request, head),
         body,
     }
 }
@@ -57,13 +67,21 @@ mod tests {
                 ("set-cookie".into(), b"s".to_vec()),
             ],
         };
-        let e = entry("GET".into(), "https://e.org/".into(), &head, None, None);
+        let e = entry(
+            &Headers::new(),
+            "GET".into(),
+            "https://e.org/".into(),
+            &head,
+            None,
+            None,
+        );
         assert_eq!(e.headers, vec![("location".to_string(), "/x".to_string())]);
         let with_body = Some(Blob {
             id: "sha256-x".into(),
             size: 0,
         });
         let e = entry(
+            &Headers::new(),
             "GET".into(),
             "https://e.org/".into(),
             &head,

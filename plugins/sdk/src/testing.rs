@@ -1,14 +1,18 @@
 //! An in-memory [`Host`] for testing plugin logic natively, with the same
-//! put semantics as the proxy's inventory (first body wins).
+//! put semantics as the proxy's inventory (first body wins, one entry per
+//! method, URL and selecting request headers).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use crate::{Entry, Host, Level, PutOutcome};
 
+/// Method, URL and the request headers that selected the representation.
+type Key = (String, String, Vec<(String, String)>);
+
 #[derive(Default)]
 pub struct MemoryHost {
-    pub entries: RefCell<BTreeMap<(String, String), Entry>>,
+    pub entries: RefCell<BTreeMap<Key, Entry>>,
     pub misses: RefCell<Vec<(String, String)>>,
     pub logs: RefCell<Vec<(Level, String)>>,
     /// What `count` added, by name: pass it to `Plugin::report` as the host
@@ -40,13 +44,26 @@ impl Host for MemoryHost {
         self.logs.borrow_mut().push((level, message.to_string()));
     }
     fn get(&self, method: &str, url: &str) -> Option<Entry> {
-        self.entries
-            .borrow()
-            .get(&(method.to_string(), url.to_string()))
+        let all = self.representations(method, url);
+        all.iter()
+            .find(|e| e.request_headers.is_empty())
+            .or(all.first())
             .cloned()
     }
+    fn representations(&self, method: &str, url: &str) -> Vec<Entry> {
+        self.entries
+            .borrow()
+            .iter()
+            .filter(|((m, u, _), _)| m == method && u == url)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
     fn put(&self, entry: Entry) -> Result<PutOutcome, String> {
-        let key = (entry.method.clone(), entry.url.clone());
+        let key = (
+            entry.method.clone(),
+            entry.url.clone(),
+            entry.request_headers.clone(),
+        );
         let mut entries = self.entries.borrow_mut();
         Ok(match entries.get(&key) {
             None => {

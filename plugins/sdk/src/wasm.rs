@@ -28,6 +28,9 @@ impl Host for Imports {
     fn get(&self, method: &str, url: &str) -> Option<Entry> {
         inventory::get(method, url)
     }
+    fn representations(&self, method: &str, url: &str) -> Vec<Entry> {
+        inventory::representations(method, url)
+    }
     fn put(&self, entry: Entry) -> Result<PutOutcome, String> {
         inventory::put(&entry)
     }

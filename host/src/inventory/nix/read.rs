@@ -21,6 +21,29 @@ pub fn parse(path: &Path) -> Result<Vec<Entry>, InventoryError> {
 
 /// [`parse`] on text already read; `path` is used in messages only.
 pub fn parse_str(path: &Path, src: &str) -> Result<Vec<Entry>, InventoryError> {
+    parse_each(path, src)?
+        .into_iter()
+        .map(|r| r.map(|s| s.entry))
+        .collect()
+}
+
+/// One entry as the file spells it, for `buildproxy check`: what the
+/// reader turns into an [`Entry`] loses whether the file names the
+/// download itself, which decides what Nix's `fetchurl` calls it.
+#[derive(Debug)]
+pub struct Spelled {
+    pub entry: Entry,
+    /// Its `fetchurl` has a `name`, so Nix does not derive one from the URL.
+    pub names_itself: bool,
+}
+
+/// [`parse_str`], but one result per entry, so that a checker can report
+/// every bad entry rather than stop at the first. The outer error is a
+/// file that is not a list of entries at all.
+pub fn parse_each(
+    path: &Path,
+    src: &str,
+) -> Result<Vec<Result<Spelled, InventoryError>>, InventoryError> {
     let syntax = |e: SyntaxError| InventoryError::Syntax {
         path: path.to_owned(),
         line: e.line,
@@ -30,7 +53,7 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Vec<Entry>, InventoryError> {
     };
     let tokens = tokenize(src).map_err(syntax)?;
     let items = parse_file(&tokens).map_err(syntax)?;
-    items
+    Ok(items
         .iter()
         .enumerate()
         .map(|(index, node)| {
@@ -38,10 +61,15 @@ pub fn parse_str(path: &Path, src: &str) -> Result<Vec<Entry>, InventoryError> {
                 path,
                 index,
                 url: String::from("<no url>"),
+                names_itself: false,
             };
-            cx.entry(node)
+            let entry = cx.entry(node)?;
+            Ok(Spelled {
+                entry,
+                names_itself: cx.names_itself,
+            })
         })
-        .collect()
+        .collect())
 }
 
 /// What an entry's `file` says about its body.
@@ -57,6 +85,7 @@ struct Cx<'a> {
     path: &'a Path,
     index: usize,
     url: String,
+    names_itself: bool,
 }
 
 impl Cx<'_> {
@@ -136,7 +165,11 @@ impl Cx<'_> {
         };
         let headers = match attrs.get("headers") {
             None => BTreeMap::new(),
-            Some(n) => self.headers(n)?,
+            Some(n) => self.headers("headers", n)?,
+        };
+        let request_headers = match attrs.get("request_headers") {
+            None => BTreeMap::new(),
+            Some(n) => self.headers("request_headers", n)?,
         };
         let Some(file) = attrs.get("file") else {
             return Err(self.error(
@@ -161,18 +194,19 @@ impl Cx<'_> {
             name,
             status,
             headers,
+            request_headers,
             body,
         })
     }
 
-    fn headers(&self, node: &Node) -> Result<BTreeMap<String, String>, InventoryError> {
+    fn headers(&self, what: &str, node: &Node) -> Result<BTreeMap<String, String>, InventoryError> {
         let Value::Attrs(attrs) = &node.value else {
-            return Err(self.wrong_type("headers", node, "an attribute set"));
+            return Err(self.wrong_type(what, node, "an attribute set"));
         };
         let mut headers = BTreeMap::new();
         for (name, value) in &attrs.0 {
             let Value::Str(v) = &value.value else {
-                return Err(self.wrong_type(&format!("headers.\"{name}\""), value, "a string"));
+                return Err(self.wrong_type(&format!("{what}.\"{name}\""), value, "a string"));
             };
             if headers
                 .insert(name.to_ascii_lowercase(), v.clone())
@@ -186,7 +220,7 @@ impl Cx<'_> {
     }
 
     /// The body's source, from a `fetchurl { … }` call.
-    fn fetchurl(&self, arg: &Attrs, call: &Node) -> Result<Fetched, InventoryError> {
+    fn fetchurl(&mut self, arg: &Attrs, call: &Node) -> Result<Fetched, InventoryError> {
         let Some((_, fetch_url)) = self.string(arg, "url")? else {
             return Err(self.error(
                 call,
@@ -218,6 +252,7 @@ impl Cx<'_> {
                 "write the body's sha256 as `hash = \"sha256-…\";`",
             )
         })?;
+        self.names_itself = arg.get("name").is_some();
         let name = match self.string(arg, "name")? {
             Some((n, name)) if !names::is_valid_store_name(name) => {
                 let problem = format!("`{name}` is not a valid Nix store name");
