@@ -43,7 +43,9 @@ never asserted.
 """
 
 import argparse
+import base64
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -111,6 +113,11 @@ def proc_status(pid):
     ticks = os.sysconf("SC_CLK_TCK")
     cpu = (int(fields[11]) + int(fields[12])) / ticks
     return {"vmhwm_kib": hwm, "cpu_s": cpu}
+
+
+def sri_of(path):
+    """A file's SHA-256 in SRI form, as entries record it."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
 
 
 def wait_connect(port, proc, deadline_s=30.0, poll_s=0.001):
@@ -609,12 +616,14 @@ http {{
         prepared = self.work / f"content-{n}.prepared"
         # Written every run: the URLs hold this run's nginx port.
         count = self.args.small_count
+        # Replay serves only bytes that match the entry's hash.
+        hashes = [sri_of(self.data / "small" / f"{i:05d}.bin") for i in range(count)]
         entries = [{"url": self.small_url(i) if i < count else
                     f"https://repo.example.org/maven2/org/example/lib{i}/1.0/lib{i}-1.0.jar",
                     "status_code": 200,
                     "headers": {"content-type": "application/octet-stream",
                                 "etag": f'"{i:08x}"'},
-                    "hash": "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+                    "hash": hashes[i % count],
                     "file": str(self.data / "small" / f"{i % count:05d}.bin")}
                    for i in range(n)]
         json_path.write_text(json.dumps(entries))

@@ -37,7 +37,7 @@
 
 use super::content::{self, NIX_STORE};
 use super::index::normalize_url;
-use super::{Body, Entry, InventoryError};
+use super::{Body, Entry, InventoryError, nix};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -357,16 +357,16 @@ impl Prepared {
         let body = match r.file.as_deref() {
             None => None,
             Some(file) => {
-                let (real, size) = self.check(file, r.size).map_err(|(problem, fix)| {
-                    InventoryError::InvalidEntry {
-                        path: self.path.clone(),
-                        pos: None,
-                        index: r.index,
-                        url: r.url.clone(),
-                        problem,
-                        fix,
-                    }
-                })?;
+                let (real, size) =
+                    self.check(file, r.hash.as_deref(), r.size)
+                        .map_err(|(problem, fix)| InventoryError::InvalidEntry {
+                            path: self.path.clone(),
+                            pos: None,
+                            index: r.index,
+                            url: r.url.clone(),
+                            problem,
+                            fix,
+                        })?;
                 Some(Body {
                     hash: r.hash,
                     size: Some(size),
@@ -386,21 +386,40 @@ impl Prepared {
         })
     }
 
-    /// The body file, resolved and checked as loading the JSON does, and
-    /// its size against the recorded one.
-    fn check(&self, file: &str, size: Option<u64>) -> Result<(PathBuf, u64), content::FileProblem> {
-        let path = match &self.base {
-            Some(base) if Path::new(file).is_relative() => base.join(file),
-            _ => PathBuf::from(file),
+    /// The body file, checked as loading its source checked it: a
+    /// `--store` blob (relative) by name, `blobs/sha256/<its hash>` inside
+    /// the store, not resolved (serving refuses a symlink, and says so); a
+    /// content file (absolute) resolved and under an allowed root. The size
+    /// is the one recorded when prepared, as loading took it at start: a
+    /// file changed since is caught while it is served.
+    fn check(
+        &self,
+        file: &str,
+        hash: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<(PathBuf, u64), content::FileProblem> {
+        let (path, len) = match &self.base {
+            Some(base) if Path::new(file).is_relative() => {
+                let want = hash.and_then(|h| nix::to_hex(h).ok());
+                let hex = file.strip_prefix("blobs/sha256/");
+                if hex.is_none() || hex != want.as_deref() {
+                    return Err((
+                        format!("`file` {file:?} is not \"blobs/sha256/<the entry's sha256>\""),
+                        REBUILD,
+                    ));
+                }
+                let path = base.join(file);
+                let meta = fs::metadata(&path)
+                    .map_err(|e| (format!("blob {} is missing: {e}", path.display()), REBUILD))?;
+                if !meta.is_file() {
+                    let problem = format!("{} is not a regular file", path.display());
+                    return Err((problem, REBUILD));
+                }
+                (path, meta.len())
+            }
+            _ => content::check_file(&self.roots, file)?,
         };
-        let (real, len) = content::check_file(&self.roots, &path.to_string_lossy())?;
-        match size {
-            Some(n) if n != len => Err((
-                format!("`file` {file} is {len} bytes, but was {n} when prepared"),
-                REBUILD,
-            )),
-            _ => Ok((real, len)),
-        }
+        Ok((path, size.unwrap_or(len)))
     }
 }
 
@@ -509,23 +528,28 @@ mod tests {
     }
 
     #[test]
-    fn a_body_changed_or_moved_out_of_the_roots_fails_the_lookup_naming_the_entry() {
+    fn a_body_out_of_the_roots_fails_the_lookup_naming_the_entry() {
         let fx = Fx::new();
         let idx = fx.prepare(4);
-        let p = Prepared::open(&idx, None, &fx.root()).unwrap();
-        fs::write(fx.dir.path().join("root/blob"), b"longer now").unwrap();
-        let err = p.get("GET", "https://e.org/f/2").unwrap_err().to_string();
-        assert!(err.contains("entry [2] (https://e.org/f/2)"), "{err}");
-        assert!(err.contains("was 5 when prepared"), "{err}");
         // Opened without the root the body lives in: refused.
         let p = Prepared::open(&idx, None, &[]).unwrap();
-        let err = p.get("GET", "https://e.org/f/0").unwrap_err().to_string();
+        let err = p.get("GET", "https://e.org/f/2").unwrap_err().to_string();
+        assert!(err.contains("entry [2] (https://e.org/f/2)"), "{err}");
         assert!(err.contains("outside the allowed roots"), "{err}");
+        assert!(err.contains("--allow-root"), "{err}");
         // Status-only entries need no file.
         assert_eq!(
             p.get("GET", "https://e.org/f/1").unwrap().unwrap().status,
             302
         );
+        // A body replaced by a symlink out of the root: refused too.
+        let blob = fx.dir.path().join("root/blob");
+        fs::remove_file(&blob).unwrap();
+        fs::write(fx.dir.path().join("elsewhere"), b"hello").unwrap();
+        std::os::unix::fs::symlink(fx.dir.path().join("elsewhere"), &blob).unwrap();
+        let p = Prepared::open(&idx, None, &fx.root()).unwrap();
+        let err = p.get("GET", "https://e.org/f/0").unwrap_err().to_string();
+        assert!(err.contains("outside the allowed roots"), "{err}");
     }
 
     #[test]
@@ -545,12 +569,16 @@ mod tests {
     }
 
     #[test]
-    fn relative_files_resolve_under_the_base() {
+    fn store_blobs_resolve_under_the_base_by_their_hash() {
         let fx = Fx::new();
-        let base = fx.dir.path().join("root");
-        let entries = vec![Entry {
+        let base = fs::canonicalize(fx.dir.path().join("root")).unwrap();
+        let hex = nix::to_hex(SRI).unwrap();
+        let blob = base.join("blobs/sha256").join(&hex);
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        fs::write(&blob, b"hello").unwrap();
+        let entry = |url: &str, file: PathBuf| Entry {
             method: "GET".into(),
-            url: "http://e.org/a".into(),
+            url: url.into(),
             fetch_url: None,
             name: None,
             status: 200,
@@ -559,21 +587,30 @@ mod tests {
             body: Some(Body {
                 hash: Some(SRI.into()),
                 size: Some(5),
-                file: Some(fs::canonicalize(base.join("blob")).unwrap()),
+                file: Some(file),
             }),
-        }];
+        };
+        let entries = vec![
+            entry("http://e.org/a", blob.clone()),
+            // Another name than its hash's: refused when looked up.
+            entry("http://e.org/b", base.join("root-blob")),
+        ];
         let mut bytes = Vec::new();
-        write(
-            &mut bytes,
-            &entries,
-            Some(&fs::canonicalize(&base).unwrap()),
-        )
-        .unwrap();
-        assert!(String::from_utf8_lossy(&bytes).contains(r#""file":"blob""#));
+        write(&mut bytes, &entries, Some(&base)).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains(&format!(r#""file":"blobs/sha256/{hex}""#)),
+            "{text}"
+        );
         let idx = fx.dir.path().join("rel.idx");
         fs::write(&idx, &bytes).unwrap();
         let p = Prepared::open(&idx, Some(&base), &[]).unwrap();
         let got = p.get("GET", "http://e.org/a").unwrap().unwrap();
-        assert_eq!(got.body.unwrap().size, Some(5));
+        assert_eq!(got.body.unwrap().file, Some(blob));
+        let err = p.get("GET", "http://e.org/b").unwrap_err().to_string();
+        assert!(
+            err.contains("is not \"blobs/sha256/<the entry's sha256>\""),
+            "{err}"
+        );
     }
 }
