@@ -549,6 +549,9 @@ fn cargo_fetches_from_a_sparse_registry_through_capture_and_offline_replay() {
         &crate_url,
     );
     t.assert_same_as_direct("got", &crate_url);
+    // The index files and the crate, as Nix fetches them.
+    let content = t.s.path("proxy_content.nix");
+    assert!(crate::registries::assert_nix_fetches_every_entry(&content, &t.ca) >= 2);
 }
 
 /// Plain HTTP (absolute-form requests, no CONNECT): each client that reads

@@ -342,7 +342,7 @@ fn fetch_as_nix_does(content: &Path) -> Vec<serde_json::Value> {
 /// that is not what the hash says fails the build), and each body is what a
 /// client gets from the upstream for that URL with the entry's recorded
 /// request headers. Returns how many bodies were fetched.
-fn assert_nix_fetches_every_entry(content: &Path, ca: &TestCa) -> usize {
+pub fn assert_nix_fetches_every_entry(content: &Path, ca: &TestCa) -> usize {
     let fetched = fetch_as_nix_does(content);
     let mut checked = 0;
     for e in fetched.iter().filter(|e| e["file"].is_string()) {

@@ -92,3 +92,20 @@ impl From<&p::Summary> for wit::Exchange {
         }
     }
 }
+
+/// A recorded entry as plugins see it: its body named by the id the
+/// catalog issues for it.
+pub fn entry(e: crate::inventory::Entry) -> wit::Entry {
+    wit::Entry {
+        body: e.body.as_ref().map(|b| wit::Blob {
+            id: crate::catalog::blob_id(b),
+            size: b.size.unwrap_or(0),
+        }),
+        method: e.method,
+        url: e.url,
+        fetch_url: e.fetch_url,
+        status: e.status,
+        headers: e.headers.into_iter().collect(),
+        request_headers: e.request_headers.into_iter().collect(),
+    }
+}

@@ -57,22 +57,15 @@ impl log::Host for HostState {
 
 impl inventory::Host for HostState {
     fn get(&mut self, method: String, url: String) -> Option<Entry> {
-        let e = self.catalog.get(&method, &url)?;
-        Some(Entry {
-            body: e.body.as_ref().map(|b| types::Blob {
-                id: catalog::blob_id(b),
-                size: b.size.unwrap_or(0),
-            }),
-            method: e.method,
-            url: e.url,
-            fetch_url: e.fetch_url,
-            status: e.status,
-            headers: e.headers.into_iter().collect(),
-        })
+        self.catalog.get(&method, &url).map(super::convert::entry)
     }
 
     fn representations(&mut self, method: String, url: String) -> Vec<Entry> {
-        self.catalog.representations(&method, &url)
+        self.catalog
+            .representations(&method, &url)
+            .into_iter()
+            .map(super::convert::entry)
+            .collect()
     }
 
     fn put(&mut self, e: Entry) -> Result<PutOutcome, String> {
@@ -84,6 +77,7 @@ impl inventory::Host for HostState {
                 fetch_url: e.fetch_url,
                 status: e.status,
                 headers: e.headers,
+                request_headers: e.request_headers,
                 body: e.body.map(|b| b.id),
             })
             .map_err(|e| e.to_string())?;

@@ -112,7 +112,6 @@ fn reported(summary: &Exchange) -> bool {
         && !client_left
         && (summary.error.is_some() || summary.head.as_ref().is_some_and(|h| h.status >= 400))
 }
-}
 
 impl Plugin for Capture {
     fn configure(&mut self, _host: &dyn Host, mode: Mode, config: &str) -> Result<(), String> {

@@ -170,9 +170,12 @@ fn a_client_that_stopped_reading_is_left_to_the_host_to_report() {
     let mut left = exchange("GET", 200, None);
     left.error = Some("client went away after 64928 bytes".into());
     p.on_complete(&host, 1, left.clone());
-    assert!(host.totals().is_empty(), "{:?}", host.totals());
+    assert!(host.told.borrow().is_empty(), "{:?}", host.told.borrow());
     // An upstream failure is reported.
     left.error = Some("upstream reset the connection".into());
     p.on_complete(&host, 2, left);
-    assert_eq!(host.totals().len(), 1);
+    let told = host.told.borrow();
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0].0, Kind::Failed);
+    assert!(told[0].2.contains("upstream reset"), "{told:?}");
 }
