@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
@@ -169,16 +168,8 @@ pub struct Digested {
     pub file: Option<std::path::PathBuf>,
 }
 
-pub fn sri(digest: &[u8]) -> String {
-    format!(
-        "sha256-{}",
-        base64::engine::general_purpose::STANDARD.encode(digest)
-    )
-}
-
-pub fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Hash spellings live with the Nix hash conversions, one copy for all.
+pub use crate::inventory::nix::{hex, sri};
 
 /// Moves `body` to `tx`, hashing it; the result says whether the whole body
 /// went through. A client that hangs up, an upstream reset or a body shorter

@@ -36,9 +36,7 @@ pub const CAPACITY: usize = 4096;
 pub const MAX_CHAIN: usize = 64;
 
 /// The statuses a client follows with a new request to `location`.
-pub fn is_redirect(status: u16) -> bool {
-    matches!(status, 301 | 302 | 303 | 307 | 308)
-}
+pub use buildproxy_plugin_sdk::location::is_redirect_status as is_redirect;
 
 pub struct Redirects {
     ttl: Duration,

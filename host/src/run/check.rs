@@ -270,5 +270,5 @@ fn sha256_file(path: &Path) -> io::Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(nix::sri(&hasher.finalize().into()))
+    Ok(nix::sri(&hasher.finalize()))
 }

@@ -94,7 +94,7 @@ impl Capture {
 /// A response the client follows with a new request, which the redirect
 /// plugin records (the host links the two by the same rule).
 fn is_redirect(head: &ResponseHead) -> bool {
-    matches!(head.status, 301 | 302 | 303 | 307 | 308)
+    buildproxy_plugin_sdk::location::is_redirect_status(head.status)
         && headers::get(&head.headers, "location").is_some()
 }
 

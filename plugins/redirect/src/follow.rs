@@ -30,7 +30,7 @@ fn lookup(host: &dyn Host, method: &str, url: &str) -> Option<Entry> {
 }
 
 fn location_of(entry: &Entry) -> Option<&str> {
-    if !matches!(entry.status, 301 | 302 | 303 | 307 | 308) {
+    if !buildproxy_plugin_sdk::location::is_redirect_status(entry.status) {
         return None;
     }
     entry

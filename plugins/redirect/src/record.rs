@@ -35,7 +35,7 @@ pub enum Decision {
 /// A response the client follows with a new request (the host links the
 /// two by the same rule).
 pub fn redirect_target(req_url: &str, head: &ResponseHead) -> Option<String> {
-    if !matches!(head.status, 301 | 302 | 303 | 307 | 308) {
+    if !buildproxy_plugin_sdk::location::is_redirect_status(head.status) {
         return None;
     }
     let location = headers::get(&head.headers, "location")?;

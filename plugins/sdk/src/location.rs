@@ -9,6 +9,13 @@
 //! chains with it, so the two can never disagree about where a `location`
 //! points. Tested on RFC 3986's examples.
 
+/// The statuses a client follows with a new request to `location` (301,
+/// 302, 303, 307, 308): the host links chains by them and the plugins
+/// record and follow them by the same set.
+pub fn is_redirect_status(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
 /// The absolute URL `location` names, seen from `base`; `None` when it is
 /// not an http(s) URL. The fragment is dropped: clients do not send it.
 pub fn resolve(base: &str, location: &str) -> Option<String> {

@@ -33,7 +33,7 @@ pub fn to_sri(text: &str) -> Result<String, String> {
 }
 
 /// The canonical SRI spelling of `digest`.
-pub fn sri(digest: &Digest) -> String {
+pub fn sri(digest: &[u8]) -> String {
     format!("sha256-{}", STANDARD.encode(digest))
 }
 
@@ -43,7 +43,7 @@ pub fn to_hex(text: &str) -> Result<String, String> {
 }
 
 /// The lower-case hex spelling of `digest`, as blob file names use it.
-pub fn hex(digest: &Digest) -> String {
+pub fn hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
