@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
 
+#[path = "src/plugin/encode.rs"]
+mod encode;
+
 /// Plugins embedded in the host binary, in default chain order.
 const BUNDLED: &[&str] = &["redirect", "capture", "replay", "patch"];
 /// Plugins built only for the tests.
@@ -84,10 +87,8 @@ fn main() {
 
 fn componentize(module: &Path, dest: &Path) {
     let bytes = fs::read(module).unwrap_or_else(|e| panic!("reading {}: {e}", module.display()));
-    let component = wit_component::ComponentEncoder::default()
-        .module(&bytes)
-        .and_then(|e| e.validate(true).encode())
-        .unwrap_or_else(|e| panic!("making a component of {}: {e:#}", module.display()));
+    let component = encode::component_of(&bytes)
+        .unwrap_or_else(|e| panic!("making a component of {}: {e}", module.display()));
     fs::write(dest, component).unwrap();
 }
 

@@ -16,6 +16,7 @@ pub mod bundled;
 mod cache_trust;
 pub mod chain;
 mod convert;
+pub mod encode;
 pub mod engine;
 pub mod fault;
 pub mod fit;

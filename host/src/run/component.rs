@@ -52,23 +52,19 @@ pub fn run(args: ComponentArgs) -> Result<i32> {
 }
 
 fn encode(input: &Path, module: &[u8]) -> Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default()
-        .module(module)
-        .and_then(|e| e.validate(true).encode())
-        .map_err(|e| {
-            let why = format!("{e:#}");
-            let hint = if why.contains("component-type") || why.contains("world") {
-                "\n  It carries no WIT world: was it built from a crate that calls \
+    crate::plugin::encode::component_of(module).map_err(|why| {
+        let hint = if why.contains("component-type") || why.contains("world") {
+            "\n  It carries no WIT world: was it built from a crate that calls \
                  buildproxy_plugin_sdk::export_plugin!(Type) with crate-type = [\"cdylib\"]?"
-            } else if why.contains("wasi") {
-                "\n  It imports WASI: build with --target wasm32-unknown-unknown and no \
+        } else if why.contains("wasi") {
+            "\n  It imports WASI: build with --target wasm32-unknown-unknown and no \
                  files, clocks or environment"
-            } else {
-                ""
-            };
-            anyhow::anyhow!(
-                "{} cannot be made a buildproxy plugin: {why}{hint}",
-                input.display()
-            )
-        })
+        } else {
+            ""
+        };
+        anyhow::anyhow!(
+            "{} cannot be made a buildproxy plugin: {why}{hint}",
+            input.display()
+        )
+    })
 }
