@@ -82,7 +82,7 @@ pub fn check(subjects: &[Subject]) -> Vec<Finding> {
                 format!(
                     "fetchurl names the download after the end of its URL, {:?}, which is not a \
                      valid Nix store name, so evaluation fails",
-                    base_name(e.fetch_url())
+                    names::base_name_of(e.fetch_url())
                 ),
                 format!("add `name = \"{name}\";` to its fetchurl (buildproxy capture writes it)"),
             );
@@ -393,12 +393,6 @@ fn url_path(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-/// The text after the URL's last `/` (Nix's `baseNameOf`), for messages.
-fn base_name(url: &str) -> &str {
-    let t = url.strip_suffix('/').unwrap_or(url);
-    t.rsplit('/').next().unwrap_or(t)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::Body;
@@ -409,20 +403,7 @@ mod tests {
     const H2: &str = "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
 
     fn e(method: &str, url: &str, status: u16, hash: Option<&str>) -> Entry {
-        Entry {
-            method: method.into(),
-            url: url.into(),
-            fetch_url: None,
-            name: None,
-            status,
-            headers: BTreeMap::new(),
-            request_headers: BTreeMap::new(),
-            body: hash.map(|h| Body {
-                hash: Some(h.into()),
-                size: None,
-                file: None,
-            }),
-        }
+        Entry::for_test(method, url, status, hash)
     }
 
     fn subjects(entries: Vec<Entry>) -> Vec<Subject> {

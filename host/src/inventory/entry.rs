@@ -56,3 +56,24 @@ impl Entry {
         (&self.url, &self.method, &self.request_headers)
     }
 }
+
+#[cfg(test)]
+impl Entry {
+    /// An entry for unit tests: no headers, a body known only by its hash.
+    pub fn for_test(method: &str, url: &str, status: u16, hash: Option<&str>) -> Self {
+        Entry {
+            method: method.into(),
+            url: url.into(),
+            fetch_url: None,
+            name: None,
+            status,
+            headers: Default::default(),
+            request_headers: Default::default(),
+            body: hash.map(|h| Body {
+                hash: Some(h.into()),
+                size: None,
+                file: None,
+            }),
+        }
+    }
+}

@@ -216,20 +216,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn entry(method: &str, url: &str, status: u16, hash: Option<&str>) -> Entry {
-        Entry {
-            method: method.into(),
-            url: url.into(),
-            fetch_url: None,
-            name: None,
-            status,
-            headers: BTreeMap::new(),
-            request_headers: BTreeMap::new(),
-            body: hash.map(|h| Body {
-                hash: Some(h.into()),
-                size: None,
-                file: None,
-            }),
-        }
+        Entry::for_test(method, url, status, hash)
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub fn url_store_name(url: &str) -> Option<&str> {
 }
 
 /// Nix's `baseNameOf` on a string (libutil's `baseNameOf`).
-fn base_name_of(s: &str) -> &str {
+pub fn base_name_of(s: &str) -> &str {
     let trimmed = match s.strip_suffix('/') {
         Some(t) if !t.is_empty() => t,
         _ => s,

@@ -152,20 +152,7 @@ mod tests {
     const SRI_B: &str = "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
 
     fn entry(url: &str, status: u16, hash: Option<&str>) -> Entry {
-        Entry {
-            method: "GET".into(),
-            url: url.into(),
-            fetch_url: None,
-            name: None,
-            status,
-            headers: BTreeMap::new(),
-            request_headers: BTreeMap::new(),
-            body: hash.map(|h| Body {
-                hash: Some(h.into()),
-                size: None,
-                file: None,
-            }),
-        }
+        Entry::for_test("GET", url, status, hash)
     }
 
     fn sample() -> Vec<Entry> {
