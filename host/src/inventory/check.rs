@@ -395,9 +395,7 @@ fn url_path(url: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Body;
     use super::*;
-    use std::collections::BTreeMap;
 
     const H1: &str = "sha256-ypeBEsobvcr6wjGzmiPcTaeG7/gUfE5yuYB3ha/uSLs=";
     const H2: &str = "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";

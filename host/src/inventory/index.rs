@@ -211,9 +211,7 @@ fn split_host_port(hostport: &str) -> (&str, Option<&str>) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Body;
     use super::*;
-    use std::collections::BTreeMap;
 
     fn entry(method: &str, url: &str, status: u16, hash: Option<&str>) -> Entry {
         Entry::for_test(method, url, status, hash)

@@ -146,7 +146,6 @@ pub fn write_atomic(path: &Path, entries: &[Entry]) -> Result<(), InventoryError
 mod tests {
     use super::super::Body;
     use super::*;
-    use std::collections::BTreeMap;
 
     const SRI_A: &str = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
     const SRI_B: &str = "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=";
