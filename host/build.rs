@@ -14,7 +14,7 @@ use std::{env, fs};
 mod encode;
 
 /// Plugins embedded in the host binary, in default chain order.
-const BUNDLED: &[&str] = &["redirect", "capture", "replay", "patch"];
+const BUNDLED: &[&str] = &["git", "redirect", "capture", "replay", "patch"];
 /// Plugins built only for the tests.
 const FIXTURES: &[&str] = &["misbehave"];
 

@@ -14,14 +14,20 @@
   ...
 }:
 let
-  importContent = import ./importContent.nix { inherit fetchurl; };
+  fetchGitObjects = import ./fetchGitObjects.nix { inherit buildproxy; };
+  importContent = import ./importContent.nix { inherit fetchurl fetchGitObjects; };
   mkContent = import ./mkContent.nix { inherit importContent writeText; };
   prepareContent = import ./prepareContent.nix { inherit buildproxy importContent; };
   replayArgs = import ./internal/replayArgs.nix { inherit prepareContent writeText; };
   shell = import ./internal/shell.nix;
 in
 {
-  inherit importContent mkContent prepareContent;
+  inherit
+    fetchGitObjects
+    importContent
+    mkContent
+    prepareContent
+    ;
   mkBuildproxy = import ./mkBuildproxy.nix {
     inherit
       buildproxy

@@ -9,7 +9,9 @@
 # it before the build runs) or null for a status-only entry such as a
 # redirect; `hash` is the body's sha256 when the fetcher states it;
 # `request_headers` are the request headers that selected the body (content
-# negotiation), which replay matches. nix-buildproxy's files leave out
+# negotiation), which replay matches. Entries of method `GIT` are git
+# objects fetched by `fetchGitObjects` (a file that uses it declares it:
+# `{ fetchurl, fetchGitObjects }:`). nix-buildproxy's files leave out
 # `method`, `status_code` and `headers`; they get their HTTP defaults here,
 # so those files work unchanged.
 #
@@ -19,7 +21,10 @@
 # would download another representation and fail its hash check; such an
 # entry stops the evaluation instead, naming the URL and the fix. Files
 # without negotiated entries work with any fetcher.
-{ fetchurl }:
+{
+  fetchurl,
+  fetchGitObjects ? null,
+}:
 content:
 let
   origin =
@@ -46,7 +51,17 @@ let
         if builtins.isPath content || builtins.isString content then import content else content;
       applied =
         if builtins.isFunction imported then
-          imported { fetchurl = fetchurlChecked; }
+          imported (
+            { fetchurl = fetchurlChecked; }
+            # git objects the `git` plugin recorded: only files that take
+            # it get it, so nix-buildproxy's `{ fetchurl }:` still works.
+            // (
+              if builtins.functionArgs imported ? fetchGitObjects then
+                { inherit fetchGitObjects; }
+              else
+                { }
+            )
+          )
         else
           imported;
     in

@@ -254,13 +254,19 @@ pub struct GitFetchArgs {
     /// The repository's URL, as given to `git clone`.
     #[arg(value_name = "URL")]
     pub url: String,
-    /// The full ID of the commit or annotated tag.
-    #[arg(value_name = "REV")]
-    pub rev: String,
+    /// The full IDs of the commits or annotated tags (one file holds them
+    /// all, each object once).
+    #[arg(value_name = "REV", required = true)]
+    pub revs: Vec<String>,
     /// The file to write.
     #[arg(long, short)]
     pub output: std::path::PathBuf,
     /// Trust this CA for the server too (PEM). Repeatable.
     #[arg(long = "upstream-ca", value_name = "PEM")]
     pub upstream_ca: Vec<PathBuf>,
+    /// Do not check who signed the server's certificate, as nixpkgs'
+    /// fetchurl without a CA bundle: for a fixed-output derivation, whose
+    /// output Nix checks against its hash.
+    #[arg(long)]
+    pub insecure: bool,
 }

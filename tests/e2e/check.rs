@@ -43,7 +43,8 @@ fn check_names_what_fails_in_a_nix_buildproxy_file_of_git_clones_and_signed_urls
     let file = fixture("nix-buildproxy-fetchcontent.nix");
     let (code, out) = check(&[&file]);
     assert_eq!(code, 1, "{out}");
-    // The ref advertisement replays, but what follows it cannot.
+    // The ref advertisement was recorded as a download; what follows it
+    // cannot replay.
     let adv = about(&out, 0);
     assert!(
         adv.contains("warning: a git smart-HTTP ref advertisement"),
@@ -58,7 +59,10 @@ fn check_names_what_fails_in_a_nix_buildproxy_file_of_git_clones_and_signed_urls
             ),
             "[{i}]: {out}"
         );
-        assert!(e.contains("fix: delete the git entries"), "[{i}]: {out}");
+        assert!(
+            e.contains("fix: capture the build again with buildproxy: its git plugin"),
+            "[{i}]: {out}"
+        );
     }
     // The second one also repeats the first with another hash.
     assert!(

@@ -316,32 +316,6 @@ fn git_clones_over_dumb_https_through_capture_and_offline_replay() {
     }
 }
 
-/// Smart HTTP (what git forges serve) negotiates with POSTs, which a
-/// capture cannot record as fetchurl calls: the clone works through
-/// capture, and replay names the POST it cannot answer.
-#[test]
-fn git_smart_http_clones_through_capture_but_replay_names_the_post_it_cannot_answer() {
-    require("git", &["--version"]);
-    let t = Trip::new();
-    let readme = payload(5_000, 5);
-    let commit = write_repo(&t.www("repo.git"), &readme);
-    let url = t.up.url("/smart/repo.git");
-    let script = format!("GIT_CONFIG_NOSYSTEM=1 git clone -q {url} got");
-    t.capture(&script);
-    let clone = t.s.path("capture/got");
-    assert_eq!(run(&clone, "git", &["rev-parse", "HEAD"]).trim(), commit);
-    let out = t.replay_offline(&script);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "smart-protocol replay unexpectedly worked:\n{err}"
-    );
-    assert!(
-        err.contains(&format!("POST {url}/git-upload-pack")),
-        "replay must name the POST it could not answer:\n{err}"
-    );
-}
-
 /// A JVM as Gradle and Maven use it: `HttpURLConnection`, with the user's
 /// own `JAVA_TOOL_OPTIONS` still applied.
 #[test]

@@ -1,5 +1,7 @@
-//! git over smart HTTP: `buildproxy git-fetch`, the fixed-output fetcher of
-//! one commit, against the real `git http-backend` behind HTTPS.
+//! git over smart HTTP against the real `git http-backend` behind HTTPS:
+//! the real git CLI cloning through capture and then through an offline
+//! replay, with the same commits; and `buildproxy git-fetch`, the
+//! fixed-output fetcher of what capture recorded.
 
 use std::path::Path;
 use std::process::Command;
@@ -142,4 +144,143 @@ fn git_fetch_writes_the_same_bytes_for_a_commit_however_the_server_packs_it() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(absent) && err.contains(&url), "{err}");
     assert!(!s.path("absent").exists());
+}
+
+/// What each clone of [`CLONES`] checked out: HEAD and every file's ID.
+fn checked_out(dir: &Path) -> String {
+    let mut out = String::new();
+    for clone in ["full", "shallow", "tag", "sha"] {
+        let d = dir.join(clone);
+        out.push_str(&format!(
+            "{clone}: {}\n{}\n",
+            git(&d, &["rev-parse", "HEAD"]),
+            git(&d, &["ls-tree", "-r", "HEAD"])
+        ));
+    }
+    // The second ref fetched into the shallow clone.
+    out.push_str(&git(&dir.join("shallow"), &["rev-parse", "v2^{commit}"]));
+    out
+}
+
+/// Clones the way builds do: a full clone (protocol v2, git's default), a
+/// depth-1 clone then a fetch of a second ref into it, an annotated tag
+/// over protocol v0, and one commit by ID.
+fn clones(url: &str, sha: &str) -> String {
+    format!(
+        "set -e; export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; \
+         git clone -q {url} full; \
+         git clone -q --depth 1 {url} shallow; \
+         git -C shallow fetch -q --depth 1 origin tag v2; \
+         git -c protocol.version=0 clone -q --branch v2 {url} tag; \
+         git init -q sha; git -C sha fetch -q --depth 1 {url} {sha}; \
+         git -C sha checkout -q FETCH_HEAD"
+    )
+}
+
+#[test]
+fn git_clones_over_smart_http_replay_offline_with_the_same_commits() {
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let root = s.path("srv");
+    std::fs::create_dir(&root).unwrap();
+    bare_repository(&s.path("work"), &root);
+    let up = FileUpstream::start(&ca, &root);
+    let url = up.url("/smart/repo.git");
+    let bare = root.join("repo.git");
+    let sha = git(&bare, &["rev-parse", "main~1"]);
+    let script = clones(&url, &sha);
+
+    let cap = s.path("capture");
+    std::fs::create_dir(&cap).unwrap();
+    let (code, err) = capture(
+        &cap,
+        &ca,
+        &["--require-secret", "--output", "../proxy_content.nix", "--store", "../store"],
+        &script,
+    );
+    assert_eq!(code, 0, "capture: {err}");
+    let captured = checked_out(&cap);
+    assert!(captured.contains(&git(&bare, &["rev-parse", "main"])), "{captured}");
+    assert!(captured.contains(&sha), "{captured}");
+
+    // What was recorded: refs, and objects entries fetched again by Nix.
+    let content = std::fs::read_to_string(s.path("proxy_content.nix")).unwrap();
+    assert!(content.starts_with("{ fetchurl, fetchGitObjects }:"), "{content}");
+    assert!(content.contains("method = \"GIT\""), "{content}");
+    assert!(!content.contains("git-upload-pack"), "no POST is recorded: {content}");
+
+    let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let rep = s.path("replay");
+    std::fs::create_dir(&rep).unwrap();
+    let (code, err) = replay_offline(&rep, &["--strict", "--store", "../store"], &script);
+    assert_eq!(code, 0, "replay: {err}");
+    assert_eq!(checked_out(&rep), captured, "replay checked out other commits");
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+
+    // A commit that was never captured: a miss naming repository and commit.
+    let absent = git(&bare, &["rev-parse", "main~3"]);
+    let miss = s.path("miss");
+    std::fs::create_dir(&miss).unwrap();
+    let (code, err) = replay_offline(
+        &miss,
+        &["--store", "../store"],
+        &format!(
+            "export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; git init -q m; \
+             git -C m fetch -q --depth 1 {url} {absent}"
+        ),
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains(&absent) && err.contains(&url), "{err}");
+}
+
+/// The whole path a packager takes: capture (hash only, no store), Nix
+/// fetches the objects again with `fetchGitObjects` (its hash must be the
+/// one capture recorded), and a sandboxed `nix-build` clones through
+/// `mkBuildproxy` with no network.
+#[test]
+fn a_sandboxed_nix_build_clones_what_capture_recorded() {
+    use crate::nix::{fixture, nix_build};
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let root = s.path("srv");
+    std::fs::create_dir(&root).unwrap();
+    bare_repository(&s.path("work"), &root);
+    let up = FileUpstream::start(&ca, &root);
+    let url = up.url("/smart/repo.git");
+    let script = format!("GIT_CONFIG_NOSYSTEM=1 HOME=$PWD git clone -q {url} got");
+    let (code, err) = capture(s.dir.path(), &ca, &["--require-secret"], &script);
+    assert_eq!(code, 0, "capture: {err}");
+    let clone = s.path("got");
+    let head = git(&clone, &["rev-parse", "HEAD"]);
+    let tree = git(&clone, &["ls-tree", "-r", "HEAD"]);
+
+    let content = s.path("proxy_content.nix");
+    let build = |attr: &str| {
+        nix_build(&[
+            &fixture("sandboxed-git.nix"),
+            "-A",
+            attr,
+            "--argstr",
+            "binary",
+            BIN,
+            "--argstr",
+            "content",
+            content.to_str().unwrap(),
+            "--argstr",
+            "url",
+            &url,
+        ])
+        .remove(0)
+    };
+    build("content");
+    let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let out = build("replay");
+    assert_eq!(
+        up.hits.load(std::sync::atomic::Ordering::SeqCst),
+        hits,
+        "the sandboxed build reached the upstream"
+    );
+    let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
+    assert_eq!(read("head").trim(), head);
+    assert_eq!(read("tree").trim(), tree);
 }

@@ -1,31 +1,11 @@
-//! git's smart HTTP protocol, as mechanism: pkt-lines, objects, packs, the
-//! canonical representation of a fetched commit, and an upload-pack server
-//! that answers from it. What to record and when to answer is policy and
-//! belongs to a plugin; nothing here opens a socket or decides a miss.
+//! git's smart HTTP mechanism is the SDK's (`buildproxy_plugin_sdk::git`):
+//! the bundled `git` plugin records and answers with it inside wasm, and
+//! `buildproxy git-fetch` uses the same code natively, so the canonical form
+//! the fetcher writes is the one the plugin recorded.
 
-pub mod object;
-pub mod objects;
-pub mod pack;
-pub mod pktline;
-pub mod record;
-pub mod upload_pack;
+pub use buildproxy_plugin_sdk::git::*;
 
 /// Runs the real git CLI: the Nix package's check phase, which has no git,
 /// skips modules of this name (see nix/package.nix).
 #[cfg(test)]
 mod needs_tools;
-
-use object::ObjectId;
-
-#[derive(Debug, thiserror::Error)]
-pub enum GitError {
-    /// A request or response that does not follow the protocol.
-    #[error("git protocol: {0}")]
-    Protocol(String),
-    /// Bytes that claim to be git data but are not what they claim.
-    #[error("git data: {0}")]
-    Corrupt(String),
-    /// An object needed but not held.
-    #[error("git object {0} is missing")]
-    Missing(ObjectId),
-}

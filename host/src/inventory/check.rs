@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::Entry;
 use super::index::normalize_url;
-use super::names;
+use super::{names, nix};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,6 +72,7 @@ pub fn check(subjects: &[Subject]) -> Vec<Finding> {
             found(Severity::Warning, problem, GIT_FIX.into());
         }
         if s.fetched_by_nix
+            && e.method != nix::GIT_METHOD
             && !s.names_itself
             && e.body.is_some()
             && names::url_store_name(e.fetch_url()).is_none()
@@ -117,11 +118,12 @@ pub fn check(subjects: &[Subject]) -> Vec<Finding> {
     out
 }
 
-/// Capturing again does not help yet: replay cannot answer smart-HTTP git
-/// (see ARCHITECTURE.md, "git over smart HTTP").
-const GIT_FIX: &str = "delete the git entries (`…/info/refs?service=git-upload-pack` and \
-                       `…/git-upload-pack`) and give the build the repository another way: \
-                       Nix's fetchgit (with CMake, `FETCHCONTENT_SOURCE_DIR_<NAME>`)";
+/// The `git` plugin records what a clone fetched as objects Nix can fetch
+/// again, and replay answers git itself (ARCHITECTURE.md, "git over smart
+/// HTTP").
+const GIT_FIX: &str = "capture the build again with buildproxy: its git plugin records the \
+                       commits the clone fetched (entries of method GIT) and replay answers \
+                       the clone from them; then delete these entries";
 
 /// A request whose recording can never be served: Nix's `fetchurl` only
 /// GETs, and the server generated the answer for that one request body.
@@ -146,7 +148,7 @@ fn never_replays(e: &Entry) -> Option<(String, String)> {
             GIT_FIX.into(),
         ));
     }
-    if e.method == "GET" || e.method == "HEAD" {
+    if e.method == "GET" || e.method == "HEAD" || e.method == nix::GIT_METHOD {
         return None;
     }
     Some((
@@ -167,8 +169,9 @@ fn git_advertisement(e: &Entry) -> Option<String> {
     let (path, query) = e.url.split_once('?').unwrap_or((&e.url, ""));
     (path.ends_with("/info/refs") && query.split('&').any(|p| p == "service=git-upload-pack")).then(
         || {
-            "a git smart-HTTP ref advertisement: replay answers it, but the clone's next request \
-             (a POST of git-upload-pack) cannot be replayed"
+            "a git smart-HTTP ref advertisement recorded as a download: the server's refs \
+             move, and the clone's next request (a POST of git-upload-pack) was not recorded \
+             in a form that replays"
                 .into()
         },
     )

@@ -28,7 +28,12 @@ use std::path::Path;
 pub fn render(entries: &[Entry]) -> Result<String, InventoryError> {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
     sorted.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-    let mut out = String::from("{ fetchurl }:\n[\n");
+    let git = sorted.iter().any(|e| is_git_objects(e));
+    let mut out = String::from(if git {
+        "{ fetchurl, fetchGitObjects }:\n[\n"
+    } else {
+        "{ fetchurl }:\n[\n"
+    });
     for e in sorted {
         render_entry(&mut out, e)?;
     }
@@ -87,6 +92,11 @@ fn render_entry(out: &mut String, e: &Entry) -> Result<(), InventoryError> {
                 Some(n) => Some(n.clone()),
                 None => names::store_name_for(e.fetch_url()),
             };
+            if is_git_objects(e) {
+                render_git_objects(out, e, &hash);
+                out.push_str("  }\n");
+                return Ok(());
+            }
             out.push_str("    file = fetchurl {\n");
             let _ = writeln!(out, "      url = {};", quote(e.fetch_url()));
             if let Some(name) = name {
@@ -107,6 +117,31 @@ fn render_entry(out: &mut String, e: &Entry) -> Result<(), InventoryError> {
     }
     out.push_str("  }\n");
     Ok(())
+}
+
+/// The method of the entries the `git` plugin records (see its `entries`):
+/// not HTTP, so no request ever matches one by accident.
+pub const GIT_METHOD: &str = "GIT";
+/// The request header of a git objects entry: the IDs it holds.
+pub const GIT_WANTS: &str = "git-wants";
+
+/// An entry whose body is git objects in the canonical form, fetched by
+/// `fetchGitObjects` (nix/fetchGitObjects.nix) rather than `fetchurl`: a
+/// server has no URL that serves that form.
+fn is_git_objects(e: &Entry) -> bool {
+    e.method == GIT_METHOD && e.body.is_some() && e.request_headers.contains_key(GIT_WANTS)
+}
+
+fn render_git_objects(out: &mut String, e: &Entry, hash: &str) {
+    out.push_str("    file = fetchGitObjects {\n");
+    let _ = writeln!(out, "      url = {};", quote(e.fetch_url()));
+    out.push_str("      revs = [\n");
+    for rev in e.request_headers[GIT_WANTS].split_whitespace() {
+        let _ = writeln!(out, "        {}", quote(rev));
+    }
+    out.push_str("      ];\n");
+    let _ = writeln!(out, "      hash = {};", quote(hash));
+    out.push_str("    };\n");
 }
 
 /// `s` as a Nix double-quoted string literal.

@@ -22,6 +22,7 @@ use super::lane;
 use super::state::{Counters, HostState, Stash};
 use super::{PluginError, PluginSpec};
 use crate::catalog::Catalog;
+use crate::inventory::store::Store as ContentStore;
 use crate::proxy::policy::{
     self, BoxFuture, Policy, Request, RequestOutcome, ResponseHead, ResponseOutcome, Resume,
     Summary,
@@ -58,6 +59,7 @@ pub struct Chain {
     mode: Mode,
     limits: Limits,
     catalog: Arc<Catalog>,
+    store: Option<Arc<ContentStore>>,
 }
 
 impl Chain {
@@ -68,6 +70,7 @@ impl Chain {
         specs: &[PluginSpec],
         mode: Mode,
         catalog: Arc<Catalog>,
+        store: Option<Arc<ContentStore>>,
     ) -> Result<Self, PluginError> {
         let mut plugins = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -88,6 +91,7 @@ impl Chain {
             mode,
             limits: runtime.limits,
             catalog,
+            store,
         };
         // Configure one instance of each now, so a bad config fails at start
         // and the hooks each plugin wants are known before the first request.
@@ -145,6 +149,8 @@ impl Chain {
                 ticks_left: 0,
                 exchange: None,
                 stash: p.stash.clone(),
+                store: self.store.clone(),
+                body_limit: self.limits.body_bytes,
             },
         );
         store.limiter(|s| &mut s.memory);

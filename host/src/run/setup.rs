@@ -151,7 +151,13 @@ pub async fn start(
         .clone()
         .or_else(Runtime::default_cache_dir);
     let runtime = Runtime::new(limits, cache)?;
-    let chain = Chain::load(&runtime, &plugin_specs(common)?, mode, catalog.clone())
+    let chain = Chain::load(
+        &runtime,
+        &plugin_specs(common)?,
+        mode,
+        catalog.clone(),
+        store.clone(),
+    )
         .await
         .map_err(|e| {
             match e {

@@ -15,6 +15,9 @@
 //!   (`accept`, and what `vary` names: see the SDK's `negotiation`), so the
 //!   same URL asked for JSON and for HTML gives two entries, and `fetchurl`
 //!   asks for the same one.
+//! - git's smart HTTP (`info/refs?service=git-upload-pack`, the
+//!   `git-upload-pack` POSTs) is the `git` plugin's: their bytes are not
+//!   reproducible, the objects they carry are.
 //! - Redirects (301, 302, 303, 307, 308 with a `location`) and every
 //!   exchange a redirect led to (its request has a `chain`) are the
 //!   `redirect` plugin's to record: one owner for everything a chain means
@@ -47,6 +50,11 @@ impl Capture {
         let req = &summary.request;
         if summary.source != Source::Upstream {
             return Decision::Skip("answered locally".into());
+        }
+        if let Some(head) = &summary.head
+            && buildproxy_plugin_sdk::git::http::is_smart(&req.method, &req.url, head)
+        {
+            return Decision::Skip("git's smart HTTP: the git plugin records it".into());
         }
         if let Some(err) = &summary.error {
             return Decision::Skip(format!("transfer failed: {err}"));

@@ -28,6 +28,7 @@ pub mod bindings {
     });
 }
 
+pub mod git;
 pub mod headers;
 pub mod location;
 pub mod negotiation;
@@ -62,6 +63,11 @@ pub trait Host {
     fn representations(&self, method: &str, url: &str) -> Vec<Entry>;
     fn put(&self, entry: Entry) -> Result<PutOutcome, String>;
     fn record_miss(&self, method: &str, url: &str);
+    /// Makes `bytes` a body the host holds, to name in an entry's `body`
+    /// (a representation the plugin made, not the bytes a response carried).
+    fn put_body(&self, bytes: &[u8]) -> Result<Blob, String>;
+    /// The bytes of a recorded body, checked against its hash by the host.
+    fn read_body(&self, body: &Blob) -> Result<Vec<u8>, String>;
     /// Adds to a counter the host sums over all instances; the totals come
     /// back to [`Plugin::report`] at the end of the run. A fixed name
     /// (`bodies`, `rule-3-hits`): what the user reads goes to [`Host::tell`].

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
-use crate::{Entry, Host, Kind, Level, PutOutcome};
+use crate::{Blob, Entry, Host, Kind, Level, PutOutcome};
 
 /// Method, URL and the request headers that selected the representation.
 type Key = (String, String, Vec<(String, String)>);
@@ -23,6 +23,8 @@ pub struct MemoryHost {
     /// The state of the one exchange a test plays (clear it between
     /// exchanges, as the host does).
     pub state: RefCell<Option<Vec<u8>>>,
+    /// Bodies made with `put_body` (or given by a test), by blob id.
+    pub bodies: RefCell<BTreeMap<String, Vec<u8>>>,
 }
 
 impl MemoryHost {
@@ -85,6 +87,23 @@ impl Host for MemoryHost {
         self.misses
             .borrow_mut()
             .push((method.to_string(), url.to_string()));
+    }
+    fn put_body(&self, bytes: &[u8]) -> Result<Blob, String> {
+        let blob = Blob {
+            id: format!("memory-{}", self.bodies.borrow().len()),
+            size: bytes.len() as u64,
+        };
+        self.bodies
+            .borrow_mut()
+            .insert(blob.id.clone(), bytes.to_vec());
+        Ok(blob)
+    }
+    fn read_body(&self, body: &Blob) -> Result<Vec<u8>, String> {
+        self.bodies
+            .borrow()
+            .get(&body.id)
+            .cloned()
+            .ok_or_else(|| format!("no body {:?} is recorded", body.id))
     }
     fn tell(&self, kind: Kind, url: Option<&str>, reason: &str) {
         self.told

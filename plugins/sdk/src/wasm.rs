@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use crate::bindings::buildproxy::plugin::{counters, exchange_state, inventory, log, report};
 use crate::bindings::exports::buildproxy::plugin::hooks::Guest;
 use crate::{
-    Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
+    Blob, Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
     ResponseAction, ResponseHead,
 };
 
@@ -36,6 +36,12 @@ impl Host for Imports {
     }
     fn record_miss(&self, method: &str, url: &str) {
         inventory::record_miss(method, url)
+    }
+    fn put_body(&self, bytes: &[u8]) -> Result<Blob, String> {
+        inventory::put_body(bytes)
+    }
+    fn read_body(&self, body: &Blob) -> Result<Vec<u8>, String> {
+        inventory::read_body(body)
     }
     fn count(&self, name: &str, by: u64) {
         counters::add(name, by)

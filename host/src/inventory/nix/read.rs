@@ -185,7 +185,16 @@ impl Cx<'_> {
         } = match &file.value {
             Value::Null => Fetched::default(),
             Value::Call { func, arg } if func == "fetchurl" => self.fetchurl(arg, file)?,
-            _ => return Err(self.wrong_type("file", file, "`fetchurl { … }` or null")),
+            Value::Call { func, arg } if func == "fetchGitObjects" => {
+                self.git_objects(arg, file)?
+            }
+            _ => {
+                return Err(self.wrong_type(
+                    "file",
+                    file,
+                    "`fetchurl { … }`, `fetchGitObjects { … }` or null",
+                ));
+            }
         };
         Ok(Entry {
             method,
@@ -217,6 +226,49 @@ impl Cx<'_> {
             }
         }
         Ok(headers)
+    }
+
+    /// The body's source, from a `fetchGitObjects { url; revs; hash; }`
+    /// call (git objects the `git` plugin recorded; the IDs are the entry's
+    /// `git-wants` request header too, which is what replay reads).
+    fn git_objects(&mut self, arg: &Attrs, call: &Node) -> Result<Fetched, InventoryError> {
+        let Some((_, fetch_url)) = self.string(arg, "url")? else {
+            return Err(self.error(
+                call,
+                "`fetchGitObjects` has no `url`".into(),
+                "add the repository's URL as `url = \"…\";`",
+            ));
+        };
+        match arg.get("revs").map(|n| &n.value) {
+            Some(Value::List(revs))
+                if !revs.is_empty() && revs.iter().all(|r| matches!(r.value, Value::Str(_))) => {}
+            _ => {
+                return Err(self.error(
+                    call,
+                    "`fetchGitObjects` has no list of `revs`".into(),
+                    "add the commit IDs as `revs = [ \"…\" ];`",
+                ));
+            }
+        }
+        let Some((n, hash)) = self.string(arg, "hash")? else {
+            return Err(self.error(
+                call,
+                "`fetchGitObjects` has no `hash`".into(),
+                "add `hash = \"sha256-…\";`",
+            ));
+        };
+        let hash = to_sri(hash).map_err(|p| {
+            self.error(n, p, "write the objects' sha256 as `hash = \"sha256-…\";`")
+        })?;
+        Ok(Fetched {
+            fetch_url: (fetch_url != self.url).then(|| fetch_url.to_owned()),
+            name: None,
+            body: Some(Body {
+                hash: Some(hash),
+                size: None,
+                file: None,
+            }),
+        })
     }
 
     /// The body's source, from a `fetchurl { … }` call.

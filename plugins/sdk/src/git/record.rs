@@ -201,23 +201,26 @@ pub fn fetched(
     Ok(out)
 }
 
-/// The body of a v2 `fetch` of `rev` at depth 1: what a fetcher of the
+/// The body of a v2 `fetch` of `revs` at depth 1: what a fetcher of the
 /// canonical form sends (with `Git-Protocol: version=2`).
-pub fn fetch_request(rev: ObjectId) -> Vec<u8> {
+pub fn fetch_request(revs: &[ObjectId]) -> Vec<u8> {
     use super::pktline::{DELIM, FLUSH, write_line};
     let mut out = Vec::new();
     write_line(&mut out, "command=fetch");
     write_line(&mut out, "object-format=sha1");
     out.extend_from_slice(DELIM);
-    for l in [
-        &format!("want {rev}"),
-        "deepen 1",
-        "ofs-delta",
-        "no-progress",
-        "done",
-    ] {
+    for rev in revs {
+        write_line(&mut out, &format!("want {rev}"));
+    }
+    for l in ["deepen 1", "ofs-delta", "no-progress", "done"] {
         write_line(&mut out, l);
     }
     out.extend_from_slice(FLUSH);
     out
+}
+
+/// IDs as a message lists them.
+pub fn list(ids: &[ObjectId]) -> String {
+    let ids: Vec<String> = ids.iter().map(ObjectId::hex).collect();
+    ids.join(", ")
 }
