@@ -195,26 +195,45 @@ fn git_clones_over_smart_http_replay_offline_with_the_same_commits() {
     let (code, err) = capture(
         &cap,
         &ca,
-        &["--require-secret", "--output", "../proxy_content.nix", "--store", "../store"],
+        &[
+            "--require-secret",
+            "--output",
+            "../proxy_content.nix",
+            "--store",
+            "../store",
+        ],
         &script,
     );
     assert_eq!(code, 0, "capture: {err}");
     let captured = checked_out(&cap);
-    assert!(captured.contains(&git(&bare, &["rev-parse", "main"])), "{captured}");
+    assert!(
+        captured.contains(&git(&bare, &["rev-parse", "main"])),
+        "{captured}"
+    );
     assert!(captured.contains(&sha), "{captured}");
 
     // What was recorded: refs, and objects entries fetched again by Nix.
     let content = std::fs::read_to_string(s.path("proxy_content.nix")).unwrap();
-    assert!(content.starts_with("{ fetchurl, fetchGitObjects }:"), "{content}");
+    assert!(
+        content.starts_with("{ fetchurl, fetchGitObjects }:"),
+        "{content}"
+    );
     assert!(content.contains("method = \"GIT\""), "{content}");
-    assert!(!content.contains("git-upload-pack"), "no POST is recorded: {content}");
+    assert!(
+        !content.contains("git-upload-pack"),
+        "no POST is recorded: {content}"
+    );
 
     let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
     let rep = s.path("replay");
     std::fs::create_dir(&rep).unwrap();
     let (code, err) = replay_offline(&rep, &["--strict", "--store", "../store"], &script);
     assert_eq!(code, 0, "replay: {err}");
-    assert_eq!(checked_out(&rep), captured, "replay checked out other commits");
+    assert_eq!(
+        checked_out(&rep),
+        captured,
+        "replay checked out other commits"
+    );
     assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
 
     // A commit that was never captured: a miss naming repository and commit.
@@ -283,4 +302,209 @@ fn a_sandboxed_nix_build_clones_what_capture_recorded() {
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
     assert_eq!(read("head").trim(), head);
     assert_eq!(read("tree").trim(), tree);
+}
+
+/// A bare repository `name.git` under `root` with one commit of `files`;
+/// returns the commit.
+fn small_repository(root: &Path, name: &str, files: &[(&str, &str)], setup: &str) -> String {
+    let work = root.join(format!("{name}.work"));
+    std::fs::create_dir_all(&work).unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["config", "user.email", "t@e.org"]);
+    git(&work, &["config", "user.name", "T"]);
+    for (path, text) in files {
+        std::fs::write(work.join(path), text).unwrap();
+    }
+    if !setup.is_empty() {
+        let out = Command::new("sh")
+            .current_dir(&work)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", &work)
+            .args(["-ec", setup])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", name]);
+    git(&work, &["tag", "-a", "v1", "-m", "one"]);
+    let bare = format!("{name}.git");
+    git(
+        root,
+        &["clone", "-q", "--bare", work.to_str().unwrap(), &bare],
+    );
+    git(&work, &["rev-parse", "HEAD"])
+}
+
+/// CMake `FetchContent` with `GIT_REPOSITORY`: one dependency by tag, one
+/// by commit ID, the first with a submodule (CMake clones recursively),
+/// captured, then configured again offline with the same commits.
+#[test]
+fn cmake_fetchcontent_git_repository_by_tag_and_sha_with_submodules_replays_offline() {
+    tool("cmake");
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let root = s.path("srv");
+    std::fs::create_dir(&root).unwrap();
+    let up = FileUpstream::start(&ca, &root);
+    let url = |name: &str| up.url(&format!("/smart/{name}.git"));
+    let sub = small_repository(&root, "sub", &[("sub.txt", "inside\n")], "");
+    small_repository(
+        &root,
+        "lib",
+        &[("lib.txt", "lib\n")],
+        &format!(
+            "git -c protocol.file.allow=always submodule add -q {} sub",
+            s.path("srv/sub.git").display()
+        ),
+    );
+    // The gitlink's URL is the server's, as a published repository's is.
+    let lib_work = root.join("lib.work");
+    git(
+        &lib_work,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.sub.url",
+            &url("sub"),
+        ],
+    );
+    git(&lib_work, &["commit", "-q", "-am", "submodule over https"]);
+    git(&lib_work, &["tag", "-f", "-a", "v2", "-m", "two"]);
+    git(
+        &root.join("lib.git"),
+        &[
+            "fetch",
+            "-q",
+            "--tags",
+            lib_work.to_str().unwrap(),
+            "main:main",
+        ],
+    );
+    let other = small_repository(&root, "other", &[("other.txt", "other\n")], "");
+
+    let project = s.path("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("CMakeLists.txt"),
+        format!(
+            "cmake_minimum_required(VERSION 3.14)\nproject(p NONE)\ninclude(FetchContent)\n\
+             FetchContent_Declare(bytag GIT_REPOSITORY {} GIT_TAG v2)\n\
+             FetchContent_Declare(bysha GIT_REPOSITORY {} GIT_TAG {other})\n\
+             FetchContent_MakeAvailable(bytag bysha)\n",
+            url("lib"),
+            url("other")
+        ),
+    )
+    .unwrap();
+    let script = |build: &str| {
+        format!(
+            "export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; cmake -S {} -B {build} >/dev/null && \
+             for d in bytag bysha; do git -C {build}/_deps/$d-src rev-parse HEAD; \
+             git -C {build}/_deps/$d-src ls-tree -r HEAD; done && \
+             git -C {build}/_deps/bytag-src/sub rev-parse HEAD && \
+             cat {build}/_deps/bytag-src/sub/sub.txt",
+            project.display()
+        )
+    };
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--store", "store"],
+        &format!("({}) > captured", script("b1")),
+    );
+    assert_eq!(code, 0, "capture: {err}");
+    let captured = std::fs::read_to_string(s.path("captured")).unwrap();
+    assert!(
+        captured.contains(&other) && captured.contains(&sub),
+        "{captured}"
+    );
+    assert!(captured.ends_with("inside\n"), "{captured}");
+
+    let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let (code, err) = replay_offline(
+        s.dir.path(),
+        &["--strict", "--store", "store"],
+        &format!("({}) > replayed", script("b2")),
+    );
+    assert_eq!(code, 0, "replay: {err}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("replayed")).unwrap(),
+        captured
+    );
+    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+}
+
+/// A cargo dependency on a git repository at a `rev`, fetched by cargo's
+/// own git (libgit2, protocol v0/v1) and by the git CLI
+/// (`net.git-fetch-with-cli`, as many Nix builds set it).
+#[test]
+fn cargo_git_dependency_replays_offline_with_the_locked_rev() {
+    let cargo = env!("CARGO");
+    let rustc = Path::new(cargo).with_file_name("rustc");
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let root = s.path("srv");
+    std::fs::create_dir(&root).unwrap();
+    let up = FileUpstream::start(&ca, &root);
+    let rev = small_repository(
+        &root,
+        "bpgit",
+        &[
+            (
+                "Cargo.toml",
+                "[package]\nname = \"bpgit\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+            ),
+            ("lib.rs", "pub const VALUE: u32 = 7;\n"),
+        ],
+        "mkdir src && mv lib.rs src/",
+    );
+    let url = up.url("/smart/bpgit.git");
+    for cli in [false, true] {
+        let dir = s.path(if cli { "cli" } else { "libgit2" });
+        std::fs::create_dir_all(dir.join("src")).unwrap();
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            format!(
+                "[package]\nname = \"consumer\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+                 [dependencies]\nbpgit = {{ git = \"{url}\", rev = \"{rev}\" }}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("src/lib.rs"), "").unwrap();
+        let script = format!(
+            "export CARGO_HOME=$PWD/home-$1 RUSTC={} CARGO_NET_GIT_FETCH_WITH_CLI={cli} \
+             GIT_CONFIG_NOSYSTEM=1 HOME=$PWD CARGO_TARGET_DIR=$PWD/target-$1; \
+             {cargo} check -q && cat home-$1/git/checkouts/*/*/src/lib.rs && \
+             grep -o '{rev}' Cargo.lock",
+            rustc.display()
+        );
+        let (code, err) = capture(
+            &dir,
+            &ca,
+            &["--store", "store"],
+            &format!("set -- c; ({script}) > captured"),
+        );
+        assert_eq!(code, 0, "capture (cli {cli}): {err}");
+        let captured = std::fs::read_to_string(dir.join("captured")).unwrap();
+        assert!(
+            captured.contains("VALUE: u32 = 7") && captured.contains(&rev),
+            "{captured}"
+        );
+        let (code, err) = replay_offline(
+            &dir,
+            &["--strict", "--store", "store"],
+            &format!("set -- r; ({script}) > replayed"),
+        );
+        assert_eq!(code, 0, "replay (cli {cli}): {err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("replayed")).unwrap(),
+            captured
+        );
+    }
 }

@@ -158,19 +158,19 @@ pub async fn start(
         catalog.clone(),
         store.clone(),
     )
-        .await
-        .map_err(|e| {
-            match e {
-                // The patch plugin's reason names the rules file, the rule
-                // and the fix; its config is that file, re-encoded.
-                PluginError::Config { name, reason, .. }
-                    if name == patch_rules::PLUGIN && !common.patches.is_empty() =>
-                {
-                    anyhow::anyhow!("--patch: {reason}")
-                }
-                e => e.into(),
+    .await
+    .map_err(|e| {
+        match e {
+            // The patch plugin's reason names the rules file, the rule
+            // and the fix; its config is that file, re-encoded.
+            PluginError::Config { name, reason, .. }
+                if name == patch_rules::PLUGIN && !common.patches.is_empty() =>
+            {
+                anyhow::anyhow!("--patch: {reason}")
             }
-        })?;
+            e => e.into(),
+        }
+    })?;
     if !common.listen.ip().is_loopback() {
         if !common.allow_non_loopback {
             anyhow::bail!(

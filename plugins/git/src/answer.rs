@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
+use buildproxy_plugin_sdk::Host;
 use buildproxy_plugin_sdk::git::objects;
 use buildproxy_plugin_sdk::git::upload_pack::Repository;
-use buildproxy_plugin_sdk::Host;
 
 use crate::entries;
 

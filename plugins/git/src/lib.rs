@@ -31,8 +31,8 @@ pub mod record;
 use buildproxy_plugin_sdk::git::http::{self, Service};
 use buildproxy_plugin_sdk::git::upload_pack::{ADVERTISEMENT_TYPE, RESULT_TYPE};
 use buildproxy_plugin_sdk::{
-    Body, Hooks, Host, Kind, Level, Mode, Plugin, Request, RequestAction, Response,
-    ResponseAction, ResponseHead, headers,
+    Body, Hooks, Host, Kind, Level, Mode, Plugin, Request, RequestAction, Response, ResponseAction,
+    ResponseHead, headers,
 };
 
 use record::Asked;
@@ -83,11 +83,13 @@ impl Plugin for Git {
         let Some((_, repo)) = http::smart_http(&req.method, &req.url) else {
             return RequestAction::Pass;
         };
-        let Some(body) = http::decoded(headers::get(&req.headers, "content-encoding"), body)
-        else {
+        let Some(body) = http::decoded(headers::get(&req.headers, "content-encoding"), body) else {
             host.log(
                 Level::Warn,
-                &format!("{}: a request body in an encoding git does not use", req.url),
+                &format!(
+                    "{}: a request body in an encoding git does not use",
+                    req.url
+                ),
             );
             return RequestAction::Pass;
         };
@@ -195,7 +197,11 @@ fn not_captured(host: &dyn Host, req: &Request, repo: &str) -> Response {
 fn damaged(host: &dyn Host, repo: &str, why: &str) -> Response {
     let reason = format!("git: the recorded objects cannot be served: {why}");
     host.tell(Kind::Failed, Some(repo), &reason);
-    respond(502, "text/plain", format!("buildproxy: {repo}: {reason}\n").into_bytes())
+    respond(
+        502,
+        "text/plain",
+        format!("buildproxy: {repo}: {reason}\n").into_bytes(),
+    )
 }
 
 /// A repository with entries is answered here; one without may have been
@@ -204,7 +210,9 @@ fn damaged(host: &dyn Host, repo: &str, why: &str) -> Response {
 fn advertise(host: &dyn Host, req: &Request, repo: &str) -> RequestAction {
     match answer::repository(host, repo) {
         Ok(None) => RequestAction::Pass,
-        Ok(Some(r)) => RequestAction::Respond(respond(200, ADVERTISEMENT_TYPE, r.advertise(v2(req)))),
+        Ok(Some(r)) => {
+            RequestAction::Respond(respond(200, ADVERTISEMENT_TYPE, r.advertise(v2(req))))
+        }
         Err(why) => RequestAction::Respond(damaged(host, repo, &why)),
     }
 }

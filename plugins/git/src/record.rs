@@ -60,7 +60,10 @@ pub fn refs(host: &dyn Host, repo: &str, answer: &[u8], ls_refs: bool) {
         Ok(refs) if refs.is_empty() => {}
         Ok(refs) => {
             if let Err(e) = host.put(entries::refs(repo, &refs)) {
-                host.log(Level::Error, &format!("could not record the refs of {repo}: {e}"));
+                host.log(
+                    Level::Error,
+                    &format!("could not record the refs of {repo}: {e}"),
+                );
             }
         }
         Err(e) => host.tell(
@@ -85,7 +88,12 @@ pub fn fetch(host: &dyn Host, repo: &str, wants: &[ObjectId], answer: &[u8]) {
     let mut sets = match record::fetched(wants, &pack, &|_| None) {
         Ok(sets) => sets,
         Err(GitError::Missing(_)) => BTreeMap::new(),
-        Err(e) => return fail(format!("the pack for {} could not be read: {e}", list(wants))),
+        Err(e) => {
+            return fail(format!(
+                "the pack for {} could not be read: {e}",
+                list(wants)
+            ));
+        }
     };
     if sets.len() < wants.len() {
         let known = recorded_objects(host, repo);
@@ -122,7 +130,10 @@ pub fn fetch(host: &dyn Host, repo: &str, wants: &[ObjectId], answer: &[u8]) {
     match host.put(entries::objects(repo, &done, blob)) {
         Ok(PutOutcome::Added) => host.count("fetches", 1),
         Ok(_) => {}
-        Err(e) => fail(format!("the objects of {} were not recorded: {e}", list(&done))),
+        Err(e) => fail(format!(
+            "the objects of {} were not recorded: {e}",
+            list(&done)
+        )),
     }
 }
 

@@ -87,7 +87,12 @@ fn v2_request(command: &str, args: &[String]) -> Vec<u8> {
 fn ls_refs() -> Vec<u8> {
     v2_request(
         "ls-refs",
-        &["symrefs".into(), "peel".into(), "ref-prefix HEAD".into(), "ref-prefix refs/heads/".into()],
+        &[
+            "symrefs".into(),
+            "peel".into(),
+            "ref-prefix HEAD".into(),
+            "ref-prefix refs/heads/".into(),
+        ],
     )
 }
 
@@ -164,7 +169,10 @@ fn a_captured_fetch_replays_the_same_objects_and_refs() {
     let (status, refs) = replay_exchange(&mut git, &host, ls_refs());
     assert_eq!(status, 200);
     let text = String::from_utf8_lossy(&refs);
-    assert!(text.contains(&format!("{main} HEAD symref-target:refs/heads/main")), "{text}");
+    assert!(
+        text.contains(&format!("{main} HEAD symref-target:refs/heads/main")),
+        "{text}"
+    );
     assert!(text.contains(&format!("{main} refs/heads/main")), "{text}");
     assert!(!text.contains(&side.hex()), "{text}");
 
@@ -236,7 +244,12 @@ fn damaged_objects_are_never_served() {
     let mut git = plugin(&host, Mode::Replay);
     let (status, text) = replay_exchange(&mut git, &host, fetch(main));
     assert_eq!(status, 502, "{}", String::from_utf8_lossy(&text));
-    assert!(host.told.borrow().iter().any(|(k, _, _)| *k == Told::Failed));
+    assert!(
+        host.told
+            .borrow()
+            .iter()
+            .any(|(k, _, _)| *k == Told::Failed)
+    );
 }
 
 #[test]

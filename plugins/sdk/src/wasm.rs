@@ -6,8 +6,8 @@ use std::cell::RefCell;
 use crate::bindings::buildproxy::plugin::{counters, exchange_state, inventory, log, report};
 use crate::bindings::exports::buildproxy::plugin::hooks::Guest;
 use crate::{
-    Blob, Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
-    ResponseAction, ResponseHead,
+    Blob, Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request,
+    RequestAction, ResponseAction, ResponseHead,
 };
 
 unsafe extern "Rust" {

@@ -257,9 +257,8 @@ impl Cx<'_> {
                 "add `hash = \"sha256-…\";`",
             ));
         };
-        let hash = to_sri(hash).map_err(|p| {
-            self.error(n, p, "write the objects' sha256 as `hash = \"sha256-…\";`")
-        })?;
+        let hash = to_sri(hash)
+            .map_err(|p| self.error(n, p, "write the objects' sha256 as `hash = \"sha256-…\";`"))?;
         Ok(Fetched {
             fetch_url: (fetch_url != self.url).then(|| fetch_url.to_owned()),
             name: None,

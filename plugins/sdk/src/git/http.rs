@@ -40,10 +40,8 @@ pub fn smart_http(method: &str, url: &str) -> Option<(Service, String)> {
 /// content type but the advertisement's), which is an ordinary download.
 pub fn is_smart(method: &str, url: &str, head: &crate::ResponseHead) -> bool {
     match smart_http(method, url) {
-        Some((Service::Advertisement, _)) => {
-            crate::headers::get(&head.headers, "content-type")
-                .is_some_and(|t| t.trim() == super::upload_pack::ADVERTISEMENT_TYPE)
-        }
+        Some((Service::Advertisement, _)) => crate::headers::get(&head.headers, "content-type")
+            .is_some_and(|t| t.trim() == super::upload_pack::ADVERTISEMENT_TYPE),
         Some((Service::UploadPack, _)) => true,
         None => false,
     }

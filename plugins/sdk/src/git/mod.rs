@@ -7,11 +7,11 @@
 //! (compiled to wasm) records and answers with it, and the host's
 //! `buildproxy git-fetch` fetches the same canonical form natively.
 
+pub mod http;
 pub mod object;
 pub mod objects;
 pub mod pack;
 pub mod pktline;
-pub mod http;
 pub mod record;
 pub mod upload_pack;
 
