@@ -471,8 +471,17 @@ mod tests {
         assert!(found[0].problem.contains("ref advertisement"));
         assert_eq!(found[1].severity, Severity::Error);
         assert!(found[1].problem.contains("git smart-HTTP negotiation:"));
-        assert!(found[1].fix.contains("fetchgit"));
+        assert!(found[1].fix.contains("its git plugin records"));
         assert!(found[2].problem.contains("a POST request"));
+        // What the git plugin records is sound.
+        let mut objects = e("GIT", "https://g.org/fmt.git", 200, Some(H1));
+        objects
+            .request_headers
+            .insert(nix::GIT_WANTS.into(), "1".repeat(40));
+        let mut refs = e("GIT", "https://g.org/fmt.git", 200, None);
+        refs.request_headers.insert("git-refs".into(), "0123".into());
+        let found = check(&subjects(vec![objects, refs]));
+        assert!(found.is_empty(), "{found:#?}");
     }
 
     #[test]

@@ -232,6 +232,48 @@ mod tests {
     }
 
     #[test]
+    fn git_objects_render_as_fetch_git_objects_and_read_back() {
+        let (a, b) = ("1".repeat(40), "2".repeat(40));
+        let mut objects = entry("https://example.org/repo.git", 200, Some(SRI_A));
+        objects.method = GIT_METHOD.into();
+        objects
+            .request_headers
+            .insert(GIT_WANTS.into(), format!("{a} {b}"));
+        let mut refs = entry("https://example.org/repo.git", 200, None);
+        refs.method = GIT_METHOD.into();
+        refs.request_headers
+            .insert("git-refs".into(), "0123".into());
+        refs.headers.insert(
+            "git-refs".into(),
+            format!("{a} HEAD symref-target:refs/heads/Main\n{a} refs/heads/Main"),
+        );
+        let all = vec![objects, refs, sample().remove(2)];
+        let text = render(&all).unwrap();
+        assert!(
+            text.starts_with("{ fetchurl, fetchGitObjects }:\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "    file = fetchGitObjects {{\n      url = \"https://example.org/repo.git\";\n      \
+                 revs = [\n        \"{a}\"\n        \"{b}\"\n      ];\n      hash = \"{SRI_A}\";\n    }};\n"
+            )),
+            "{text}"
+        );
+        let mut back = parse_text(&text).unwrap();
+        back.sort_by(|x, y| x.sort_key().cmp(&y.sort_key()));
+        let mut want = all;
+        want.sort_by(|x, y| x.sort_key().cmp(&y.sort_key()));
+        assert_eq!(back, want);
+        // Without git entries the header stays nix-buildproxy's.
+        assert!(render(&sample()).unwrap().starts_with("{ fetchurl }:\n"));
+        // A fetchGitObjects without revs says what to add.
+        let broken = text.replace(&format!("        \"{a}\"\n        \"{b}\"\n"), "");
+        let err = parse_text(&broken).unwrap_err().to_string();
+        assert!(err.contains("no list of `revs`"), "{err}");
+    }
+
+    #[test]
     fn rendering_is_deterministic() {
         let mut reversed = sample();
         reversed.reverse();
