@@ -479,7 +479,8 @@ mod tests {
             .request_headers
             .insert(nix::GIT_WANTS.into(), "1".repeat(40));
         let mut refs = e("GIT", "https://g.org/fmt.git", 200, None);
-        refs.request_headers.insert("git-refs".into(), "0123".into());
+        refs.request_headers
+            .insert("git-refs".into(), "0123".into());
         let found = check(&subjects(vec![objects, refs]));
         assert!(found.is_empty(), "{found:#?}");
     }

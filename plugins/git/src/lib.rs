@@ -35,11 +35,13 @@ use buildproxy_plugin_sdk::{
     ResponseHead, headers,
 };
 
+use answer::Cache;
 use record::Asked;
 
 #[derive(Default)]
 pub struct Git {
     mode: Option<Mode>,
+    cache: answer::Cache,
 }
 
 impl Plugin for Git {
@@ -68,7 +70,9 @@ impl Plugin for Git {
         };
         match (self.mode, service) {
             (Some(_), Service::UploadPack) => RequestAction::WantBody,
-            (Some(Mode::Replay), Service::Advertisement) => advertise(host, &req, &repo),
+            (Some(Mode::Replay), Service::Advertisement) => {
+                advertise(host, &req, &repo, &mut self.cache)
+            }
             _ => RequestAction::Pass,
         }
     }
@@ -107,7 +111,9 @@ impl Plugin for Git {
                 }
                 RequestAction::Pass
             }
-            Some(Mode::Replay) => RequestAction::Respond(upload_pack(host, &req, &repo, &body)),
+            Some(Mode::Replay) => {
+                RequestAction::Respond(upload_pack(host, &req, &repo, &body, &mut self.cache))
+            }
             _ => RequestAction::Pass,
         }
     }
@@ -207,23 +213,33 @@ fn damaged(host: &dyn Host, repo: &str, why: &str) -> Response {
 /// A repository with entries is answered here; one without may have been
 /// cloned over the dumb protocol, whose `info/refs` is an ordinary entry
 /// the `replay` plugin answers (or misses).
-fn advertise(host: &dyn Host, req: &Request, repo: &str) -> RequestAction {
-    match answer::repository(host, repo) {
+fn advertise(host: &dyn Host, req: &Request, repo: &str, cache: &mut Cache) -> RequestAction {
+    match answer::repository(host, repo, cache) {
         Ok(None) => RequestAction::Pass,
         Ok(Some(r)) => {
-            RequestAction::Respond(respond(200, ADVERTISEMENT_TYPE, r.advertise(v2(req))))
+            let body = r.advertise(v2(req));
+            cache.keep(r);
+            RequestAction::Respond(respond(200, ADVERTISEMENT_TYPE, body))
         }
         Err(why) => RequestAction::Respond(damaged(host, repo, &why)),
     }
 }
 
-fn upload_pack(host: &dyn Host, req: &Request, repo: &str, body: &[u8]) -> Response {
-    let r = match answer::repository(host, repo) {
+fn upload_pack(
+    host: &dyn Host,
+    req: &Request,
+    repo: &str,
+    body: &[u8],
+    cache: &mut Cache,
+) -> Response {
+    let r = match answer::repository(host, repo, cache) {
         Ok(None) => return not_captured(host, req, repo),
         Ok(Some(r)) => r,
         Err(why) => return damaged(host, repo, &why),
     };
-    match r.upload_pack(body) {
+    let answer = r.upload_pack(body);
+    cache.keep(r);
+    match answer {
         Ok(a) => {
             if !a.missing.is_empty() {
                 host.record_miss(&req.method, &req.url);

@@ -269,3 +269,24 @@ fn entries_read_back_what_they_hold() {
     assert_eq!(entries::wants_of(&o).unwrap(), vec![main]);
     assert_eq!(entries::refs_of(&o), None);
 }
+
+#[test]
+fn an_instance_reads_a_repository_once_for_a_clone() {
+    let (up, main, _) = upstream();
+    let host = MemoryHost::default();
+    let mut git = plugin(&host, Mode::Capture);
+    capture_exchange(&mut git, &host, &up, ls_refs());
+    capture_exchange(&mut git, &host, &up, fetch(main));
+    let mut git = plugin(&host, Mode::Replay);
+    assert_eq!(replay_exchange(&mut git, &host, ls_refs()).0, 200);
+    // The bodies change under the instance: it answers from what it read
+    // (and checked) before; a fresh instance reads again and refuses.
+    for body in host.bodies.borrow_mut().values_mut() {
+        let at = body.len() - 3;
+        body[at] ^= 1;
+    }
+    assert_eq!(replay_exchange(&mut git, &host, fetch(main)).0, 200);
+    assert_eq!(replay_exchange(&mut git, &host, fetch(main)).0, 200);
+    let mut fresh = plugin(&host, Mode::Replay);
+    assert_eq!(replay_exchange(&mut fresh, &host, fetch(main)).0, 502);
+}
