@@ -182,10 +182,6 @@ impl Catalog {
         self.index.read().unwrap().len() + self.prepared.as_ref().map_or(0, Prepared::len)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Makes a body the host streamed nameable by plugins; returns its id.
     pub fn register_blob(&self, blob: BlobRef) -> String {
         let id = blob.hash.clone().unwrap_or_else(|| {

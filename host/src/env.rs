@@ -24,8 +24,10 @@ use rustls::pki_types::CertificateDer;
 
 pub struct ClientEnv {
     pub vars: Vec<(String, String)>,
-    pub bundle: PathBuf,
-    dir: tempfile::TempDir,
+    /// Holds the files the variables name (CA bundle, wgetrc, truststore,
+    /// apt configuration): dropping it deletes them, so it lives as long as
+    /// the environment is in use. Only tests read it.
+    _dir: tempfile::TempDir,
 }
 
 /// Variables that name a PEM bundle, each read by some client: OpenSSL
@@ -159,11 +161,12 @@ impl ClientEnv {
         set("CARGO_HTTP_PROXY", proxy_url);
         // Last: readers of `--print-env` output may stop at it.
         set("BUILDPROXY_ADDR", &addr.to_string());
-        Ok(Self { vars, bundle, dir })
+        Ok(Self { vars, _dir: dir })
     }
 
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    #[cfg(test)]
+    fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// `export NAME='value'` lines for `eval` in a POSIX shell.

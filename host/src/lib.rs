@@ -1,13 +1,17 @@
 //! buildproxy: an HTTP/HTTPS proxy that captures a build's downloads into
 //! Nix `fetchurl` calls and replays them in the sandbox. See ARCHITECTURE.md.
+//!
+//! Only what the binary needs is public (the CLI and the modes), plus `git`,
+//! which the end-to-end tests read packs with; everything else is private so
+//! the compiler reports what nothing uses.
 
-pub mod catalog;
+mod catalog;
 pub mod cli;
-pub mod env;
+mod env;
 pub mod git;
-pub mod inventory;
-pub mod patch_rules;
-pub mod plugin;
-pub mod proxy;
+mod inventory;
+mod patch_rules;
+mod plugin;
+mod proxy;
 pub mod run;
-pub mod tls;
+mod tls;

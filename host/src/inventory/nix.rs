@@ -14,8 +14,10 @@ mod lexer;
 mod parser;
 mod read;
 
-pub use hash::{Digest, digest_of, hex, nix32_decode, nix32_encode, sri, to_hex, to_sri};
-pub use read::{Spelled, parse, parse_each, parse_str};
+pub use hash::{Digest, digest_of, hex, sri, to_hex, to_sri};
+#[cfg(test)]
+pub(crate) use read::parse_str;
+pub use read::{parse, parse_each};
 
 use super::{Entry, InventoryError, names, write_atomic_bytes};
 use std::fmt::Write as _;

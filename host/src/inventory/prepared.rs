@@ -297,12 +297,9 @@ impl Prepared {
         self.table.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-
     /// The entry recorded for `method url` (normalised as [`super::index`]
     /// does), with its body checked.
+    #[cfg(test)]
     pub fn get(&self, method: &str, url: &str) -> Result<Option<Entry>, InventoryError> {
         Ok(self.candidates(method, url)?.into_iter().next())
     }

@@ -123,14 +123,6 @@ impl Chain {
         self.plugins.iter().filter(move |p| p.wants.contains(hook))
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.plugins.iter().map(|p| &*p.name)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.plugins.is_empty()
-    }
-
     async fn instantiate(&self, p: &Loaded) -> Result<(Instance, HooksWanted), Fault> {
         let fault = |hook, e: wasmtime::Error| Fault {
             by: p.name.clone(),

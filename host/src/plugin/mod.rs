@@ -25,7 +25,6 @@ pub mod state;
 
 pub use chain::Chain;
 pub use engine::{Limits, Runtime};
-pub use fault::{Fault, FaultReason};
 
 /// Where a plugin's component bytes come from, and its config string.
 #[derive(Debug, Clone)]

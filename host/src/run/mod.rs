@@ -3,14 +3,14 @@
 
 pub mod capture;
 pub mod check;
-pub mod child;
+mod child;
 pub mod component;
-pub mod detach;
+mod detach;
 pub mod git_fetch;
-pub mod lock;
+mod lock;
 pub mod proxy;
 pub mod replay;
-pub mod setup;
+mod setup;
 pub mod verify;
 
 use anyhow::Result;

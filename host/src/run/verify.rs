@@ -31,7 +31,7 @@ const MAX_REDIRECTS: usize = 20;
 
 /// An entry `fetchurl` would not reproduce.
 #[derive(Debug)]
-pub struct Mismatch {
+pub(crate) struct Mismatch {
     pub url: String,
     pub fetch_url: String,
     pub recorded: String,
@@ -94,7 +94,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<i32> {
 
 /// Verifies `entries` and prints the outcome, each line starting with
 /// `label`; whether every body came back the same.
-pub async fn verify_and_report(
+pub(crate) async fn verify_and_report(
     label: &str,
     client: &Upstream,
     entries: &[Entry],
@@ -123,7 +123,11 @@ pub async fn verify_and_report(
 
 /// Downloads every entry with a body as fetchurl would and returns those
 /// whose hash differs. `timeout` bounds each download.
-pub async fn verify(client: &Upstream, entries: &[Entry], timeout: Duration) -> Vec<Mismatch> {
+pub(crate) async fn verify(
+    client: &Upstream,
+    entries: &[Entry],
+    timeout: Duration,
+) -> Vec<Mismatch> {
     let mut out = Vec::new();
     for e in entries {
         let Some(recorded) = e.body.as_ref().and_then(|b| b.hash.clone()) else {

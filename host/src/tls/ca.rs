@@ -125,10 +125,6 @@ impl Authority {
         &self.cert_pem
     }
 
-    pub fn cert_der(&self) -> &CertificateDer<'static> {
-        &self.cert_der
-    }
-
     /// The TLS configuration to present to a client that wants `host` (a DNS
     /// name or an IP literal, without port or brackets).
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CaError> {

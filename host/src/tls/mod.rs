@@ -4,4 +4,4 @@
 pub mod ca;
 pub mod upstream;
 
-pub use ca::{Authority, CaError};
+pub use ca::Authority;

@@ -117,19 +117,6 @@ pub fn nix32_decode(s: &str) -> Option<Digest> {
     Some(out)
 }
 
-/// Encodes a digest in Nix base32, as `nix hash convert --to nix32` does.
-pub fn nix32_encode(digest: &Digest) -> String {
-    (0..NIX32_LEN)
-        .rev()
-        .map(|n| {
-            let (i, j) = (n * 5 / 8, n * 5 % 8);
-            let lo = u16::from(digest[i]) >> j;
-            let hi = digest.get(i + 1).map_or(0, |&b| u16::from(b) << (8 - j));
-            NIX32[usize::from((lo | hi) & 0x1f)] as char
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +134,6 @@ mod tests {
         assert_eq!(to_sri(ABC_NIX32).unwrap(), ABC_SRI);
         assert_eq!(to_sri(EMPTY_NIX32).unwrap(), EMPTY_SRI);
         let d = digest_of(ABC_HEX).unwrap();
-        assert_eq!(nix32_encode(&d), ABC_NIX32);
         assert_eq!(nix32_decode(ABC_NIX32), Some(d));
     }
 
