@@ -55,7 +55,6 @@ impl Store {
     }
 
     /// The store's absolute directory.
-    #[cfg(test)]
     pub fn dir(&self) -> &Path {
         &self.dir
     }
