@@ -49,7 +49,7 @@
         }
       );
 
-      # { mkBuildproxy, mkBuildproxyShell, mkContent, importContent }
+      # { mkBuildproxy, mkBuildproxyShell, mkContent, importContent, prepareContent, fetchGitObjects }
       lib = forAllSystems (
         system: pkgs: pkgs.callPackage ./nix { inherit (self.packages.${system}) buildproxy; }
       );

@@ -96,6 +96,7 @@ in
       };
       want = {
         names = [
+          "fetchGitObjects"
           "importContent"
           "mkBuildproxy"
           "mkBuildproxyShell"
