@@ -274,6 +274,25 @@ fn a_sandboxed_nix_build_clones_what_capture_recorded() {
     let tree = git(&clone, &["ls-tree", "-r", "HEAD"]);
 
     let content = s.path("proxy_content.nix");
+    // The file is sound, and its objects download again with its hashes.
+    for fetch in [false, true] {
+        let out = Command::new(BIN)
+            .arg("check")
+            .arg(&content)
+            .args(if fetch {
+                vec!["--fetch", "--upstream-ca"]
+            } else {
+                vec![]
+            })
+            .args(fetch.then_some(&ca.pem_path))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "check (fetch {fetch}): {err}");
+        if fetch {
+            assert!(err.contains("the same bytes"), "{err}");
+        }
+    }
     let build = |attr: &str| {
         nix_build(&[
             &fixture("sandboxed-git.nix"),

@@ -138,8 +138,15 @@ pub(crate) async fn verify(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let got = match tokio::time::timeout(timeout, fetch(client, e.fetch_url(), &headers)).await
-        {
+        let download = async {
+            match git_revs(e) {
+                Some(revs) => super::git_fetch::objects_of(client, e.fetch_url(), &revs)
+                    .await
+                    .map(|(bytes, _)| nix::sri(&Sha256::digest(&bytes))),
+                None => fetch(client, e.fetch_url(), &headers).await,
+            }
+        };
+        let got = match tokio::time::timeout(timeout, download).await {
             Ok(r) => r,
             Err(_) => Err(format!("no complete answer within {} s", timeout.as_secs())),
         };
@@ -154,6 +161,18 @@ pub(crate) async fn verify(
         }
     }
     out
+}
+
+/// The IDs of a git objects entry, which `fetchGitObjects` fetches with
+/// `git-fetch` rather than as a download.
+fn git_revs(e: &Entry) -> Option<Vec<crate::git::object::ObjectId>> {
+    if e.method != nix::GIT_METHOD {
+        return None;
+    }
+    let ids = e.request_headers.get(nix::GIT_WANTS)?;
+    ids.split_whitespace()
+        .map(|h| crate::git::object::ObjectId::from_hex(h).ok())
+        .collect()
 }
 
 /// The SRI hash of `url`'s body, following redirects, with curl's default
