@@ -205,6 +205,7 @@ fn git_clones_over_smart_http_replay_offline_with_the_same_commits() {
         &script,
     );
     assert_eq!(code, 0, "capture: {err}");
+    assert!(err.contains(" 0 errors,"), "every fetch is recorded: {err}");
     let captured = checked_out(&cap);
     assert!(
         captured.contains(&git(&bare, &["rev-parse", "main"])),
@@ -266,12 +267,20 @@ fn a_sandboxed_nix_build_clones_what_capture_recorded() {
     bare_repository(&s.path("work"), &root);
     let up = FileUpstream::start(&ca, &root);
     let url = up.url("/smart/repo.git");
-    let script = format!("GIT_CONFIG_NOSYSTEM=1 HOME=$PWD git clone -q {url} got");
+    // A shallow clone, then a second ref fetched into it: that fetch brings
+    // only what the clone lacks, which capture completes from the first
+    // fetch's objects even without a store.
+    let script = format!(
+        "export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; git clone -q --depth 1 {url} got && \
+         git -C got fetch -q --depth 1 origin tag v2"
+    );
     let (code, err) = capture(s.dir.path(), &ca, &["--require-secret"], &script);
     assert_eq!(code, 0, "capture: {err}");
+    assert!(err.contains(" 0 errors,"), "{err}");
     let clone = s.path("got");
     let head = git(&clone, &["rev-parse", "HEAD"]);
     let tree = git(&clone, &["ls-tree", "-r", "HEAD"]);
+    let v2 = git(&clone, &["rev-parse", "v2^{commit}"]);
 
     let content = s.path("proxy_content.nix");
     // The file is sound, and its objects download again with its hashes.
@@ -321,6 +330,7 @@ fn a_sandboxed_nix_build_clones_what_capture_recorded() {
     let read = |f: &str| std::fs::read_to_string(out.join(f)).unwrap();
     assert_eq!(read("head").trim(), head);
     assert_eq!(read("tree").trim(), tree);
+    assert_eq!(read("v2").trim(), v2);
 }
 
 /// A bare repository `name.git` under `root` with one commit of `files`;

@@ -37,9 +37,11 @@ in
         /bin/mkdir "$out"
         source ${script}
         export GIT_CONFIG_NOSYSTEM=1 HOME="$TMPDIR"
-        /usr/bin/git clone -q ${url} "$TMPDIR/clone"
+        /usr/bin/git clone -q --depth 1 ${url} "$TMPDIR/clone"
+        /usr/bin/git -C "$TMPDIR/clone" fetch -q --depth 1 origin tag v2
         /usr/bin/git -C "$TMPDIR/clone" rev-parse HEAD > "$out/head"
         /usr/bin/git -C "$TMPDIR/clone" ls-tree -r HEAD > "$out/tree"
+        /usr/bin/git -C "$TMPDIR/clone" rev-parse 'v2^{commit}' > "$out/v2"
       ''
     ];
   };

@@ -16,6 +16,7 @@ use wasmtime::{Store, UpdateDeadline};
 use super::bindings::{
     self as wit, HooksWanted, Mode, Plugin, PluginPre, RequestAction, ResponseAction,
 };
+use super::bodies::Bodies;
 use super::engine::{Limits, Runtime};
 use super::fault::{DeadlineExceeded, Fault, FaultReason, MemoryCap, classify};
 use super::lane;
@@ -59,7 +60,7 @@ pub struct Chain {
     mode: Mode,
     limits: Limits,
     catalog: Arc<Catalog>,
-    store: Option<Arc<ContentStore>>,
+    bodies: Arc<Bodies>,
 }
 
 impl Chain {
@@ -90,8 +91,12 @@ impl Chain {
             plugins,
             mode,
             limits: runtime.limits,
+            bodies: Arc::new(Bodies::new(
+                catalog.clone(),
+                store,
+                runtime.limits.body_bytes,
+            )),
             catalog,
-            store,
         };
         // Configure one instance of each now, so a bad config fails at start
         // and the hooks each plugin wants are known before the first request.
@@ -141,8 +146,7 @@ impl Chain {
                 ticks_left: 0,
                 exchange: None,
                 stash: p.stash.clone(),
-                store: self.store.clone(),
-                body_limit: self.limits.body_bytes,
+                bodies: self.bodies.clone(),
             },
         );
         store.limiter(|s| &mut s.memory);

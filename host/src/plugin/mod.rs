@@ -12,6 +12,7 @@
 //! `log` and `inventory`, no WASI is linked.
 
 pub mod bindings;
+mod bodies;
 pub mod bundled;
 mod cache_trust;
 pub mod chain;

@@ -8,11 +8,9 @@ use super::bindings::buildproxy::plugin::{
     counters, exchange_state, inventory, log, report, types,
 };
 use super::bindings::{Blob, Entry, Kind, Level, PutOutcome};
+use super::bodies::Bodies;
 use super::fault::MemoryCap;
-use crate::catalog::{self, BlobRef, Catalog, NewEntry, Told};
-use crate::inventory::nix::{hex, sri};
-use crate::inventory::store::Store;
-use crate::inventory::verify;
+use crate::catalog::{self, Catalog, NewEntry, Told};
 
 /// The data of one plugin instance's `Store`.
 pub struct HostState {
@@ -27,10 +25,8 @@ pub struct HostState {
     pub exchange: Option<u64>,
     /// What the plugin keeps per exchange, shared by its instances.
     pub stash: Stash,
-    /// Where bodies a plugin makes go under `--store` (capture).
-    pub store: Option<Arc<Store>>,
-    /// The largest body a plugin may make or read.
-    pub body_limit: usize,
+    /// Bodies plugins make and read, shared by every plugin of the chain.
+    pub bodies: Arc<Bodies>,
 }
 
 /// A plugin's exchange state, by exchange id; the chain removes an
@@ -100,56 +96,12 @@ impl inventory::Host for HostState {
     }
 
     fn put_body(&mut self, bytes: Vec<u8>) -> Result<Blob, String> {
-        if bytes.len() > self.body_limit {
-            return Err(format!(
-                "a body of {} bytes is over the limit of {} (--plugin-body-limit-mib)",
-                bytes.len(),
-                self.body_limit
-            ));
-        }
-        let digest = {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(&bytes)
-        };
-        let file = match &self.store {
-            None => None,
-            Some(store) => {
-                let mut w = store.begin().map_err(|e| format!("content store: {e}"))?;
-                w.write(&bytes)
-                    .map_err(|e| format!("content store {}: {e}", store.dir().display()))?;
-                Some(
-                    w.finish(&hex(&digest))
-                        .map_err(|e| format!("content store: {e}"))?,
-                )
-            }
-        };
-        let size = bytes.len() as u64;
-        let id = self.catalog.register_blob(BlobRef {
-            file,
-            size,
-            hash: Some(sri(&digest)),
-        });
+        let (id, size) = self.bodies.put(&bytes)?;
         Ok(Blob { id, size })
     }
 
     fn read_body(&mut self, body: Blob) -> Result<Vec<u8>, String> {
-        let known = self
-            .catalog
-            .blob(&body.id)
-            .ok_or_else(|| format!("no body {:?} is recorded", body.id))?;
-        if known.size > self.body_limit as u64 {
-            return Err(format!(
-                "the body {} is {} bytes, over the limit of {} (--plugin-body-limit-mib)",
-                body.id, known.size, self.body_limit
-            ));
-        }
-        let file = known.file.as_deref().ok_or_else(|| {
-            format!(
-                "the body {} is known by its hash only: this run has no file for it",
-                body.id
-            )
-        })?;
-        verify::read_all(file, known.hash.as_deref(), known.size).map_err(|e| e.to_string())
+        self.bodies.read(&body.id)
     }
 }
 

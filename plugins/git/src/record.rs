@@ -75,8 +75,9 @@ pub fn refs(host: &dyn Host, repo: &str, answer: &[u8], ls_refs: bool) {
 }
 
 /// Records the objects of the commits a fetch wanted, from the pack in its
-/// answer. `known` completes a thin pack or an incremental fetch from what
-/// earlier fetches of the repository recorded (readable under `--store`).
+/// answer. A thin pack or an incremental fetch is completed from what
+/// earlier fetches of the repository recorded in this run (the host keeps
+/// those bodies for the run, in `--store` or a private spool).
 pub fn fetch(host: &dyn Host, repo: &str, wants: &[ObjectId], answer: &[u8]) {
     let fail = |why: String| host.tell(Kind::Failed, Some(repo), &format!("git: {why}"));
     let pack = match record::pack_of(answer) {
@@ -85,7 +86,16 @@ pub fn fetch(host: &dyn Host, repo: &str, wants: &[ObjectId], answer: &[u8]) {
         Ok(None) => return,
         Err(e) => return fail(format!("the fetch of {} failed: {e}", list(wants))),
     };
-    let mut sets = match record::fetched(wants, &pack, &|_| None) {
+    // A thin pack's deltas and an incremental fetch's closures need objects
+    // the client already had: those an earlier fetch recorded.
+    let mut sets = record::fetched(wants, &pack, &|_| None);
+    if !matches!(&sets, Ok(s) if s.len() == wants.len()) {
+        let known = recorded_objects(host, repo);
+        if !known.is_empty() {
+            sets = record::fetched(wants, &pack, &|id| known.get(id).cloned());
+        }
+    }
+    let sets = match sets {
         Ok(sets) => sets,
         Err(GitError::Missing(_)) => BTreeMap::new(),
         Err(e) => {
@@ -95,12 +105,6 @@ pub fn fetch(host: &dyn Host, repo: &str, wants: &[ObjectId], answer: &[u8]) {
             ));
         }
     };
-    if sets.len() < wants.len() {
-        let known = recorded_objects(host, repo);
-        if let Ok(more) = record::fetched(wants, &pack, &|id| known.get(id).cloned()) {
-            sets = more;
-        }
-    }
     let (done, partial): (Vec<ObjectId>, Vec<ObjectId>) =
         wants.iter().partition(|w| sets.contains_key(w));
     if !partial.is_empty() {
@@ -109,8 +113,8 @@ pub fn fetch(host: &dyn Host, repo: &str, wants: &[ObjectId], answer: &[u8]) {
             Some(repo),
             &format!(
                 "git: the fetch of {} brought only what the client lacked (an incremental \
-                 fetch), so it cannot be recorded whole; capture with a fresh clone, or with \
-                 --store, from which earlier fetches complete it",
+                 fetch), and what it lacks was not recorded by an earlier fetch of this run, \
+                 so it cannot be recorded whole; capture from a fresh clone",
                 list(&partial)
             ),
         );
