@@ -1186,6 +1186,7 @@ def main():
                     "loadavg_start": os.getloadavg()},
         "versions": {"buildproxy": args.build or str(b.bin),
                      "nginx": version(["nginx", "-v"]), "curl": version(["curl", "--version"]),
+                     "git": version(["git", "--version"]),
                      "mitmproxy": version([args.mitmdump, "--version"]) if args.mitmdump else
                      None},
         "params": {"runs": args.runs, "big_bytes": b.big_size, "small_count": args.small_count,
