@@ -36,6 +36,12 @@ Workloads:
 - W7  Nix evaluation (`nix-instantiate`) of `mkBuildproxy` on a generated
       proxy_content.nix of 1k/10k/50k entries against instantiating its
       `fetchurl`s alone (the floor): CPU seconds of the evaluator.
+- W8  git clone (protocol v2, full and `--depth 1`) of a generated
+      repository (1,000 files, 30 commits) from `git http-backend` behind
+      nginx over HTTPS (fcgiwrap): direct, through `buildproxy capture
+      --store`, and through `buildproxy replay --store` (captured once
+      first; the git plugin answers `info/refs` and `git-upload-pack`):
+      the clone's wall time, the proxy's CPU and peak RSS.
 
 Prints a table of medians with ratios to direct, writes every raw number to
 tests/bench/results/<date>-<host>.json. Speed is only ever reported here,
@@ -48,6 +54,7 @@ import datetime
 import hashlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -74,9 +81,16 @@ TARGETS = {
     "W6 start 100000": "≤ 20 ms",
     "W6 lookup 100000": "≥ 0.9× direct, RSS ≤ 48 MiB",
     "W7 10000": "≤ 1.5× the fetchurls",
+    # Issue 14
+    "W8": "≤ 2× direct time",
 }
 W6_SIZES = (1000, 10000, 100000)
 W7_SIZES = (1000, 10000, 50000)
+# W8's repository: files at the tip, commits, files each later commit edits.
+W8_FILES, W8_COMMITS, W8_EDITS = 1000, 30, 50
+W8_CLONES = {"full": [], "depth 1": ["--depth", "1"]}
+# Workloads that serve the generated files (W1-W6) and need them written.
+HTTP_DATA = {"W1", "W2", "W3", "W4", "W5", "W6"}
 
 
 def log(msg):
@@ -149,6 +163,7 @@ class Bench:
         self.logs = self.work / "logs"
         self.scratch = self.work / "scratch"
         self.procs = []
+        self.groups = set()  # processes whose whole group stop() ends
         for d in (self.data, self.pki, self.logs, self.scratch):
             d.mkdir(parents=True, exist_ok=True)
         self.big_size = args.size_mib << 20
@@ -314,6 +329,13 @@ http {{
         return p
 
     def stop(self, p):
+        if p.pid in self.groups:
+            # Its workers outlive it otherwise (fcgiwrap's do).
+            self.groups.discard(p.pid)
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
             try:
@@ -730,6 +752,256 @@ http {{
                                                lambda s: self.nix_eval(s, content))}
         return out
 
+    # ------------------------------------------------------ W8: git clone
+
+    def make_git_repo(self):
+        """A bare repository of W8_FILES text files (source-like lines,
+        0.5-8 KiB) over W8_COMMITS commits, each after the first editing
+        W8_EDITS files; written with `git fast-import` from a fixed seed
+        and fixed dates (the same commit IDs every run), then repacked
+        the way a hosting server keeps it (deltas, bitmap)."""
+        root = self.work / "git"
+        bare = root / "repo.git"
+        marker = root / "params"
+        params = f"{W8_FILES} {W8_COMMITS} {W8_EDITS} 2\n"
+        if bare.exists() and marker.exists() and marker.read_text() == params:
+            return bare
+        log(f"writing a git repository of {W8_FILES} files, {W8_COMMITS} commits")
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        rng = random.Random(8)
+        words = ["fn", "let", "mut", "self", "return", "if", "else", "match", "impl", "pub",
+                 "struct", "use", "for", "in", "while", "Some", "None", "Ok", "Err", "=",
+                 "==", "+", "->", "=>", "{", "}", "(", ")", ";", "&", "value", "buffer",
+                 "request", "response", "entry", "index", "count", "error", "config",
+                 "state", "path", "name", "body", "header", "len", "push", "get", "insert"]
+        words += [f"ident{i}" for i in range(200)]
+
+        def line():
+            return "    " * rng.randint(0, 3) + " ".join(
+                rng.choice(words) for _ in range(rng.randint(2, 12)))
+
+        def text(size):
+            out, n = [], 0
+            while n < size:
+                out.append(line())
+                n += len(out[-1]) + 1
+            return out
+
+        paths = [f"src/m{d:02d}/file{f:03d}.rs" for d in range(W8_FILES // 50)
+                 for f in range(50)][:W8_FILES]
+        files = {p: text(rng.randint(512, 8192)) for p in paths}
+        stream = bytearray()
+
+        def data(b):
+            stream.extend(f"data {len(b)}\n".encode())
+            stream.extend(b)
+            stream.extend(b"\n")
+
+        for c in range(W8_COMMITS):
+            changed = paths if c == 0 else rng.sample(paths, W8_EDITS)
+            if c:
+                for p in changed:
+                    lines = files[p]
+                    for _ in range(rng.randint(1, 8)):
+                        at = rng.randrange(len(lines))
+                        if rng.random() < 0.5:
+                            lines[at] = line()
+                        else:
+                            lines.insert(at, line())
+            when = 1700000000 + c * 3600
+            stream.extend(f"commit refs/heads/main\nmark :{c + 1}\n"
+                          f"author Bench <bench@example.org> {when} +0000\n"
+                          f"committer Bench <bench@example.org> {when} +0000\n".encode())
+            data(f"commit {c}\n".encode())
+            if c:
+                stream.extend(f"from :{c}\n".encode())
+            for p in changed:
+                stream.extend(f"M 100644 inline {p}\n".encode())
+                data(("\n".join(files[p]) + "\n").encode())
+        env = self.git_env()
+        subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True,
+                       env=env)
+        subprocess.run(["git", "fast-import", "--quiet"], input=bytes(stream), cwd=bare,
+                       check=True, env=env)
+        subprocess.run(["git", "repack", "-adfq", "--write-bitmap-index"], cwd=bare,
+                       check=True, env=env)
+        marker.write_text(params)
+        return bare
+
+    def git_env(self, **extra):
+        """git with no system or user configuration and no prompts."""
+        home = self.work / "git-home"
+        home.mkdir(exist_ok=True)
+        return clean_env(GIT_CONFIG_NOSYSTEM="1", HOME=str(home), GIT_TERMINAL_PROMPT="0",
+                         **extra)
+
+    def start_git_server(self, bare):
+        """`git http-backend` as CGI through fcgiwrap, behind nginx over
+        HTTPS with the bench's certificate: `https://127.0.0.1:PORT/repo.git`.
+        nginx logs every request, so replay can be checked never to reach it."""
+        fcgiwrap = shutil.which("fcgiwrap") or shutil.which("fcgiwrap", path="/usr/sbin")
+        if not fcgiwrap:
+            raise RuntimeError("W8 needs fcgiwrap (Debian's fcgiwrap)")
+        d = self.work / "git-server"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        sock = d / "fcgiwrap.sock"
+        # Two workers: git-http-backend is a process per request anyway.
+        fcgi = self.spawn([fcgiwrap, "-c", "2", "-s", f"unix:{sock}"], "fcgiwrap")
+        self.groups.add(fcgi.pid)
+        end = time.monotonic() + 10
+        while not sock.exists():
+            if time.monotonic() > end:
+                raise RuntimeError("fcgiwrap did not make its socket")
+            time.sleep(0.01)
+        backend = Path(subprocess.run(["git", "--exec-path"], check=True, capture_output=True,
+                                      text=True).stdout.strip()) / "git-http-backend"
+        port = free_port()
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        temps = "".join(f"  {k}_temp_path {d}/{k};\n"
+                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        self.git_access_log = d / "access.log"
+        (d / "nginx.conf").write_text(
+            f"""{user}worker_processes auto;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log {self.git_access_log};
+{temps}  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {self.pki}/server.pem;
+    ssl_certificate_key {self.pki}/server.key;
+    client_max_body_size 0;
+    location / {{
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME {backend};
+      fastcgi_param PATH_INFO $uri;
+      fastcgi_param GIT_PROJECT_ROOT {bare.parent};
+      fastcgi_param GIT_HTTP_EXPORT_ALL 1;
+      fastcgi_param GIT_CONFIG_NOSYSTEM 1;
+      fastcgi_param HOME {d};
+      fastcgi_buffering off;
+      fastcgi_pass unix:{sock};
+    }}
+  }}
+}}
+""")
+        p = self.spawn(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"),
+                        "-e", str(d / "error.log")], "git-nginx")
+        self.git_server = [p, fcgi]
+        wait_connect(port, p)
+        url = f"https://127.0.0.1:{port}/{bare.name}"
+        # The smart protocol, version 2, or the numbers mean nothing.
+        out = subprocess.run(["git", "ls-remote", url, "refs/heads/main"], check=True,
+                             capture_output=True, text=True,
+                             env=self.git_env(GIT_SSL_CAINFO=str(self.ca_cert),
+                                              GIT_TRACE_PACKET="1"))
+        if "< version 2" not in out.stderr:
+            raise RuntimeError(f"{url} does not speak protocol v2: {out.stderr[-2000:]}")
+        log(f"git http-backend on {url}")
+        return url, out.stdout.split()[0]
+
+    def git_requests(self):
+        return len(self.git_access_log.read_text().splitlines())
+
+    def clone_script(self, kinds, result):
+        """sh that clones each of `kinds` into ./<n>, timing each clone
+        with `date` (the same way for every system), then writes the
+        parent's (the proxy's, under buildproxy) peak RSS and CPU ticks."""
+        parts = ["set -e"]
+        for n, kind in enumerate(kinds):
+            opts = " ".join(W8_CLONES[kind])
+            parts.append(f't0=$(date +%s%N); git clone -q {opts} "{self.git_url}" {n}; '
+                         f't1=$(date +%s%N); echo $((t1 - t0)) >> "{result}"')
+        parts.append(f'grep -E "^VmHWM" /proc/$PPID/status >> "{result}"')
+        parts.append(f'cut -d" " -f14,15 /proc/$PPID/stat >> "{result}"')
+        return "; ".join(parts)
+
+    def git_clone(self, system, kind):
+        """One clone of `kind` by `system` in a fresh directory: the clone's
+        wall time (ms), the whole command's (for buildproxy: start, clone,
+        exit), and the proxy's CPU and peak RSS. Checks what was checked
+        out: the server's HEAD and every file."""
+        d = Path(tempfile.mkdtemp(dir=self.scratch, prefix="clone-"))
+        result = d / "result"
+        script = self.clone_script([kind], result)
+        if system == "direct":
+            cmd = ["sh", "-c", script]
+            env = self.git_env(GIT_SSL_CAINFO=str(self.ca_cert))
+        elif system == "buildproxy capture":
+            cmd = [str(self.bin), "capture", "--store", str(d / "store"),
+                   "--output", str(d / "proxy_content.nix"), "--upstream-ca", str(self.ca_cert),
+                   *self.bp_common(), "--", "sh", "-c", script]
+            env = self.git_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache))
+        else:
+            cmd = [str(self.bin), "replay", "--strict", "--store", str(self.git_store),
+                   *self.bp_common(), "--", "sh", "-c", script]
+            env = self.git_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache))
+        before = self.git_requests()
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, cwd=d, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=open(self.logs / "w8.log", "ab"),
+                       env=env)
+        wall = time.perf_counter() - t0
+        if system == "buildproxy replay" and self.git_requests() != before:
+            raise RuntimeError("replay reached the git server")
+        lines = result.read_text().splitlines()
+        out = {"ms": int(lines[0]) / 1e6, "wall_ms": wall * 1000}
+        if system != "direct":
+            utime, stime = (int(x) for x in lines[2].split())
+            out["vmhwm_kib"] = int(lines[1].split()[1])
+            out["cpu_s"] = (utime + stime) / os.sysconf("SC_CLK_TCK")
+        clone = d / "0"
+        env = self.git_env()
+        head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True, env=env).stdout.strip()
+        files = subprocess.run(["git", "-C", str(clone), "ls-files"], check=True,
+                               capture_output=True, text=True, env=env).stdout.count("\n")
+        if head != self.git_head or files != W8_FILES:
+            raise RuntimeError(f"{system} {kind}: HEAD {head}, {files} files")
+        shutil.rmtree(d)
+        return out
+
+    def w8(self):
+        bare = self.make_git_repo()
+        self.git_url, self.git_head = self.start_git_server(bare)
+        # The store replay serves: one capture of both clones.
+        d = self.work / "git-capture"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        self.git_store = d / "store"
+        script = self.clone_script(list(W8_CLONES), d / "result")
+        subprocess.run([str(self.bin), "capture", "--store", str(self.git_store),
+                        "--output", str(d / "proxy_content.nix"),
+                        "--upstream-ca", str(self.ca_cert), *self.bp_common(),
+                        "--", "sh", "-c", script], check=True, cwd=d,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=open(self.logs / "w8.log", "ab"),
+                       env=self.git_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache)))
+        store_bytes = sum(f.stat().st_size for f in self.git_store.rglob("*") if f.is_file())
+        counted = subprocess.run(["git", "count-objects", "-v"], cwd=bare, check=True,
+                              capture_output=True, text=True, env=self.git_env()).stdout
+        out = {"repository": {"files": W8_FILES, "commits": W8_COMMITS,
+                              "edits_per_commit": W8_EDITS, "head": self.git_head,
+                              "count_objects": dict(l.split(": ") for l in counted.splitlines())},
+               "store_bytes": store_bytes}
+        systems = ["direct", "buildproxy capture", "buildproxy replay"]
+        for kind in W8_CLONES:
+            for s in systems:  # page cache, leaf certificates
+                self.git_clone(s, kind)
+            out[kind] = {"runs": self.rounds(f"W8 {kind}", systems,
+                                             lambda s: self.git_clone(s, kind))}
+            for s in systems[1:]:
+                r = [a["ms"] / b["ms"] for a, b in zip(out[kind]["runs"][s],
+                                                      out[kind]["runs"]["direct"])]
+                log(f"W8 {kind} {s} / direct per round: " + " ".join(f"{x:.2f}" for x in r))
+        for p in self.git_server:
+            self.stop(p)
+        return out
+
 
 # ------------------------------------------------------------------ report
 
@@ -825,6 +1097,30 @@ def summarise(results):
         for n, r in w["W7"].items():
             against_floor(f"W7 Nix eval {n} entries", r["runs"], "cpu_s", "CPU-s", None,
                           TARGETS.get(f"W7 {n}", ""), "mkBuildproxy")
+    if "W8" in w:
+        for kind in W8_CLONES:
+            runs = w["W8"][kind]["runs"]
+            for system in runs:
+                ratios = None if system == "direct" else \
+                    [a["ms"] / b["ms"] for a, b in zip(runs[system], runs["direct"])]
+                cpu = None if system == "direct" else \
+                    f"{median_of(runs[system], 'cpu_s'):.2f} s/clone"
+                rows.append({"workload": f"W8 git clone, {kind}", "system": system,
+                             "median": median_of(runs[system], "ms"), "unit": "ms",
+                             "ratio": statistics.median(ratios) if ratios else None,
+                             "ratio_range": (min(ratios), max(ratios)) if ratios else None,
+                             "vmhwm_kib": None if system == "direct" else
+                             max(r["vmhwm_kib"] for r in runs[system]),
+                             "cpu": cpu,
+                             "target": TARGETS["W8"] if system == "buildproxy replay" else ""})
+            # The whole command: for buildproxy, exec -> the clone -> exit.
+            whole = [a["wall_ms"] / b["wall_ms"]
+                     for a, b in zip(runs["buildproxy replay"], runs["direct"])]
+            rows.append({"workload": f"W8 git clone, {kind}", "system": "replay, exec→exit",
+                         "median": median_of(runs["buildproxy replay"], "wall_ms"), "unit": "ms",
+                         "ratio": statistics.median(whole),
+                         "ratio_range": (min(whole), max(whole)), "vmhwm_kib": None,
+                         "cpu": None, "target": ""})
     return rows
 
 
@@ -837,7 +1133,9 @@ def print_table(rows):
             f"{r['median']:.2f} {r['unit']}" if r["unit"] == "CPU-s" else \
             f"{r['median']:.1f} {r['unit']}"
         lines.append([r["workload"], r["system"], med,
-                      "" if r["ratio"] is None else f"{r['ratio']:.2f}×",
+                      "" if r["ratio"] is None else f"{r['ratio']:.2f}×" + (
+                          " ({:.2f}–{:.2f})".format(*r["ratio_range"])
+                          if r.get("ratio_range") else ""),
                       mib(r["vmhwm_kib"]) if r["vmhwm_kib"] else "", r.get("cpu") or "",
                       r["target"]])
     widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
@@ -866,7 +1164,8 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="rounds per workload (≥ 3)")
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the big file")
     ap.add_argument("--small-count", type=int, default=2000, help="number of 4 KiB files")
-    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7", help="comma-separated workloads")
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7,W8",
+                    help="comma-separated workloads")
     ap.add_argument("--no-mitm", action="store_true", help="skip the mitmproxy incumbent")
     ap.add_argument("--build", default="", help="which build --bin is (run.sh says)")
     ap.add_argument("--note", default="", help="free text stored with the results")
@@ -887,6 +1186,7 @@ def main():
                     "loadavg_start": os.getloadavg()},
         "versions": {"buildproxy": args.build or str(b.bin),
                      "nginx": version(["nginx", "-v"]), "curl": version(["curl", "--version"]),
+                     "git": version(["git", "--version"]),
                      "mitmproxy": version([args.mitmdump, "--version"]) if args.mitmdump else
                      None},
         "params": {"runs": args.runs, "big_bytes": b.big_size, "small_count": args.small_count,
@@ -896,15 +1196,16 @@ def main():
         "note": args.note,
         "workloads": {},
     }
+    only = [w.strip().upper() for w in args.only.split(",")]
     try:
-        b.make_data()
         b.make_pki()
-        b.start_nginx()
-        b.write_content()
-        b.make_store()
+        if HTTP_DATA.intersection(only):
+            b.make_data()
+            b.start_nginx()
+            b.write_content()
+            b.make_store()
         b.precompile()
-        for w in args.only.split(","):
-            w = w.strip().upper()
+        for w in only:
             log(f"--- {w}")
             results["workloads"][w] = getattr(b, w.lower())()
     finally:
@@ -921,7 +1222,10 @@ def main():
     print(f"binary: {b.bin} ({b.bin.stat().st_size / (1 << 20):.1f} MiB)")
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{started.strftime('%Y-%m-%d')}-{results['host']}.json"
+    # A run of some workloads does not overwrite the day's full run.
+    part = "" if set(only) >= set(ap.get_default("only").split(",")) else \
+        "-" + "-".join(w.lower() for w in only)
+    path = out / f"{started.strftime('%Y-%m-%d')}-{results['host']}{part}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"raw numbers: {path}")
 

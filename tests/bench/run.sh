@@ -8,9 +8,10 @@
 #   tests/bench/run.sh --help          # every option (bench.py's)
 #
 # Installs what it needs: nginx, curl, openssl and python3-venv from Debian
-# (apt-get, as root), mitmproxy from PyPI into a venv under the target dir,
-# and builds buildproxy with `cargo build --release`. Scratch data (a 1 GiB
-# file, 2,000 small ones, logs) goes to $CARGO_TARGET_DIR/bench (default
+# (apt-get, as root; nix-bin for W7, git and fcgiwrap for W8), mitmproxy
+# from PyPI into a venv under the target dir, and builds buildproxy with
+# `cargo build --release`. Scratch data (a 1 GiB file, 2,000 small ones, a
+# git repository, logs) goes to $CARGO_TARGET_DIR/bench (default
 # target/bench); the raw numbers go to tests/bench/results/<date>-<host>.json.
 set -euo pipefail
 
@@ -30,10 +31,15 @@ if [[ " $* " == *" --only "* || " $* " == *" --only="* ]]; then
     only=$(printf '%s\n' "$@" | sed -n 's/^--only=//p')
     [[ -n $only ]] || only=$(printf '%s\n' "$@" | sed -n '/^--only$/{n;p}')
 else
-    only=W7
+    only=W7,W8
 fi
 if [[ ,${only^^}, == *,W7,* ]] && ! command -v nix-instantiate >/dev/null; then
     missing+=(nix-bin)
+fi
+# W8 (git clone) serves git http-backend through fcgiwrap behind nginx.
+if [[ ,${only^^}, == *,W8,* ]]; then
+    command -v git >/dev/null || missing+=(git)
+    command -v fcgiwrap >/dev/null || [[ -x /usr/sbin/fcgiwrap ]] || missing+=(fcgiwrap)
 fi
 if ((${#missing[@]})); then
     echo "bench: installing ${missing[*]} from Debian" >&2
