@@ -537,3 +537,74 @@ fn cargo_git_dependency_replays_offline_with_the_locked_rev() {
         );
     }
 }
+
+/// pip's VCS requirement (`name @ git+https://…@rev`): pip clones with the
+/// git CLI (asking for a partial clone, which this server, like replay,
+/// does not offer) and checks out the rev.
+#[test]
+fn pip_git_requirement_replays_offline_with_the_same_rev() {
+    crate::clients::require_pip();
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let root = s.path("srv");
+    std::fs::create_dir(&root).unwrap();
+    let up = FileUpstream::start(&ca, &root);
+    let rev = small_repository(
+        &root,
+        "bppip",
+        &[
+            // An in-tree PEP 517 backend: pip needs the metadata, and this
+            // needs no build tool installed.
+            (
+                "pyproject.toml",
+                "[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n",
+            ),
+            (
+                "backend.py",
+                "import os\n\
+                 def get_requires_for_build_wheel(config_settings=None):\n    return []\n\
+                 def prepare_metadata_for_build_wheel(d, config_settings=None):\n    \
+                 info = os.path.join(d, 'bppip-0.1.dist-info')\n    os.makedirs(info)\n    \
+                 open(os.path.join(info, 'METADATA'), 'w').write(\
+                 'Metadata-Version: 2.1\\nName: bppip\\nVersion: 0.1\\n')\n    \
+                 return 'bppip-0.1.dist-info'\n\
+                 def build_wheel(d, config_settings=None, metadata_directory=None):\n    \
+                 raise NotImplementedError\n",
+            ),
+            ("bppip.py", "VALUE = 11\n"),
+        ],
+        "",
+    );
+    let url = up.url("/smart/bppip.git");
+    let script = |out: &str| {
+        format!(
+            "export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; python3 -m pip download -q --no-deps \
+             --no-build-isolation --no-index --disable-pip-version-check -d {out} \
+             'bppip @ git+{url}@{rev}' && python3 -c \
+             'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+             sys.stdout.write(z.read([n for n in z.namelist() if n.endswith(\"/bppip.py\")][0]).decode())' \
+             {out}/bppip-0.1.zip"
+        )
+    };
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--require-secret", "--store", "store"],
+        &format!("({}) > captured", script("c")),
+    );
+    assert_eq!(code, 0, "capture: {err}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("captured")).unwrap(),
+        "VALUE = 11\n"
+    );
+    let (code, err) = replay_offline(
+        s.dir.path(),
+        &["--strict", "--require-secret", "--store", "store"],
+        &format!("({}) > replayed", script("r")),
+    );
+    assert_eq!(code, 0, "replay: {err}");
+    assert_eq!(
+        std::fs::read_to_string(s.path("replayed")).unwrap(),
+        "VALUE = 11\n"
+    );
+}
