@@ -608,3 +608,36 @@ fn pip_git_requirement_replays_offline_with_the_same_rev() {
         "VALUE = 11\n"
     );
 }
+
+/// Objects past the plugin body limit cannot be recorded: the clone still
+/// works in capture, and the summary names the URL, the commit and the flag
+/// that raises the limit.
+#[test]
+fn objects_past_the_body_limit_are_an_error_naming_the_flag() {
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let root = s.path("srv");
+    std::fs::create_dir(&root).unwrap();
+    let up = FileUpstream::start(&ca, &root);
+    // 1.5 MiB that does not compress.
+    let noise: String = (0..1_572_864u64)
+        .map(|i| char::from(b'a' + ((i * 2_654_435_761 >> 13) % 26) as u8))
+        .collect();
+    small_repository(&root, "big", &[("noise.txt", &noise)], "");
+    let url = up.url("/smart/big.git");
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--plugin-body-limit-mib", "1"],
+        &format!("GIT_CONFIG_NOSYSTEM=1 HOME=$PWD git clone -q {url} got"),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(s.path("got/noise.txt").is_file());
+    let line = err
+        .lines()
+        .find(|l| l.contains("error:") && l.contains(&url))
+        .unwrap_or_else(|| panic!("no error names {url}: {err}"));
+    assert!(line.contains("--plugin-body-limit-mib"), "{line}");
+    let content = std::fs::read_to_string(s.path("proxy_content.nix")).unwrap();
+    assert!(!content.contains("git-wants"), "{content}");
+}

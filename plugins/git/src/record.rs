@@ -43,7 +43,12 @@ impl Asked {
     pub fn of_request(body: &[u8]) -> Result<Asked, GitError> {
         Ok(match record::request(body)? {
             record::Request::LsRefs => Asked::LsRefs,
-            record::Request::Fetch(ids) => Asked::Fetch(ids),
+            // A clone wants HEAD and the branch it names: the same ID twice.
+            record::Request::Fetch(mut ids) => {
+                ids.sort();
+                ids.dedup();
+                Asked::Fetch(ids)
+            }
         })
     }
 }
