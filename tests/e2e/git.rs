@@ -3,7 +3,7 @@
 //! replay, with the same commits; and `buildproxy git-fetch`, the
 //! fixed-output fetcher of what capture recorded.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use buildproxy::git::object::{Kind, ObjectId};
@@ -55,6 +55,68 @@ fn bare_repository(work: &Path, root: &Path) {
     );
 }
 
+/// A git server as a forge runs one: `git http-backend` behind HTTPS, its
+/// repositories under `root`, with a test CA made for the run.
+struct GitServer {
+    s: Scratch,
+    ca: TestCa,
+    root: PathBuf,
+    up: FileUpstream,
+}
+
+impl GitServer {
+    fn new() -> Self {
+        let s = Scratch::new();
+        let ca = TestCa::new(s.dir.path());
+        let root = s.path("srv");
+        std::fs::create_dir(&root).unwrap();
+        let up = FileUpstream::start(&ca, &root);
+        Self { s, ca, root, up }
+    }
+
+    /// The smart-HTTP URL of `root/<name>.git`.
+    fn url(&self, name: &str) -> String {
+        self.up.url(&format!("/smart/{name}.git"))
+    }
+
+    fn hits(&self) -> u64 {
+        self.up.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Runs `script(tag)` in `dir` through `capture --store` and then an
+    /// offline `replay --strict --store`; what each run of the script
+    /// printed (capture's, replay's). Both must succeed, and replay must
+    /// not reach the server.
+    fn round_trip(
+        &self,
+        dir: &Path,
+        extra: &[&str],
+        script: impl Fn(&str) -> String,
+    ) -> (String, String) {
+        std::fs::create_dir_all(dir).unwrap();
+        let with = |more: &[&'static str]| -> Vec<&str> {
+            extra.iter().copied().chain(more.iter().copied()).collect()
+        };
+        let (code, err) = capture(
+            dir,
+            &self.ca,
+            &with(&["--store", "store"]),
+            &format!("({}) > captured", script("c")),
+        );
+        assert_eq!(code, 0, "capture: {err}");
+        let hits = self.hits();
+        let (code, err) = replay_offline(
+            dir,
+            &with(&["--strict", "--store", "store"]),
+            &format!("({}) > replayed", script("r")),
+        );
+        assert_eq!(code, 0, "replay: {err}");
+        assert_eq!(self.hits(), hits, "replay reached the server");
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        (read("captured"), read("replayed"))
+    }
+}
+
 fn git_fetch(s: &Scratch, ca: &TestCa, url: &str, rev: &str, out: &str) -> (i32, String) {
     let o = Command::new(BIN)
         .args(["git-fetch", url, rev, "-o"])
@@ -71,12 +133,9 @@ fn git_fetch(s: &Scratch, ca: &TestCa, url: &str, rev: &str, out: &str) -> (i32,
 
 #[test]
 fn git_fetch_writes_the_same_bytes_for_a_commit_however_the_server_packs_it() {
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let root = s.path("srv");
-    std::fs::create_dir(&root).unwrap();
-    bare_repository(&s.path("work"), &root);
-    let up = FileUpstream::start(&ca, &root);
+    let g = GitServer::new();
+    bare_repository(&g.s.path("work"), &g.root);
+    let (s, ca, root, up) = (&g.s, &g.ca, &g.root, &g.up);
     let url = up.url("/smart/repo.git");
     let bare = root.join("repo.git");
     let head = git(&bare, &["rev-parse", "main"]);
@@ -179,12 +238,9 @@ fn clones(url: &str, sha: &str) -> String {
 
 #[test]
 fn git_clones_over_smart_http_replay_offline_with_the_same_commits() {
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let root = s.path("srv");
-    std::fs::create_dir(&root).unwrap();
-    bare_repository(&s.path("work"), &root);
-    let up = FileUpstream::start(&ca, &root);
+    let g = GitServer::new();
+    bare_repository(&g.s.path("work"), &g.root);
+    let (s, ca, root, up) = (&g.s, &g.ca, &g.root, &g.up);
     let url = up.url("/smart/repo.git");
     let bare = root.join("repo.git");
     let sha = git(&bare, &["rev-parse", "main~1"]);
@@ -260,12 +316,9 @@ fn git_clones_over_smart_http_replay_offline_with_the_same_commits() {
 #[test]
 fn a_sandboxed_nix_build_clones_what_capture_recorded() {
     use crate::nix::{fixture, nix_build};
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let root = s.path("srv");
-    std::fs::create_dir(&root).unwrap();
-    bare_repository(&s.path("work"), &root);
-    let up = FileUpstream::start(&ca, &root);
+    let g = GitServer::new();
+    bare_repository(&g.s.path("work"), &g.root);
+    let (s, ca, up) = (&g.s, &g.ca, &g.up);
     let url = up.url("/smart/repo.git");
     // A shallow clone, then a second ref fetched into it: that fetch brings
     // only what the clone lacks, which capture completes from the first
@@ -375,49 +428,35 @@ fn small_repository(root: &Path, name: &str, files: &[(&str, &str)], setup: &str
 #[test]
 fn cmake_fetchcontent_git_repository_by_tag_and_sha_with_submodules_replays_offline() {
     tool("cmake");
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let root = s.path("srv");
-    std::fs::create_dir(&root).unwrap();
-    let up = FileUpstream::start(&ca, &root);
-    let url = |name: &str| up.url(&format!("/smart/{name}.git"));
-    let sub = small_repository(&root, "sub", &[("sub.txt", "inside\n")], "");
+    let g = GitServer::new();
+    let root = &g.root;
+    let sub = small_repository(root, "sub", &[("sub.txt", "inside\n")], "");
     small_repository(
-        &root,
+        root,
         "lib",
         &[("lib.txt", "lib\n")],
         &format!(
             "git -c protocol.file.allow=always submodule add -q {} sub",
-            s.path("srv/sub.git").display()
+            root.join("sub.git").display()
         ),
     );
     // The gitlink's URL is the server's, as a published repository's is.
     let lib_work = root.join("lib.work");
+    let sub_url = g.url("sub");
     git(
         &lib_work,
-        &[
-            "config",
-            "-f",
-            ".gitmodules",
-            "submodule.sub.url",
-            &url("sub"),
-        ],
+        &["config", "-f", ".gitmodules", "submodule.sub.url", &sub_url],
     );
     git(&lib_work, &["commit", "-q", "-am", "submodule over https"]);
     git(&lib_work, &["tag", "-f", "-a", "v2", "-m", "two"]);
+    let lib_work = lib_work.to_str().unwrap();
     git(
         &root.join("lib.git"),
-        &[
-            "fetch",
-            "-q",
-            "--tags",
-            lib_work.to_str().unwrap(),
-            "main:main",
-        ],
+        &["fetch", "-q", "--tags", lib_work, "main:main"],
     );
-    let other = small_repository(&root, "other", &[("other.txt", "other\n")], "");
+    let other = small_repository(root, "other", &[("other.txt", "other\n")], "");
 
-    let project = s.path("project");
+    let project = g.s.path("project");
     std::fs::create_dir(&project).unwrap();
     std::fs::write(
         project.join("CMakeLists.txt"),
@@ -426,12 +465,13 @@ fn cmake_fetchcontent_git_repository_by_tag_and_sha_with_submodules_replays_offl
              FetchContent_Declare(bytag GIT_REPOSITORY {} GIT_TAG v2)\n\
              FetchContent_Declare(bysha GIT_REPOSITORY {} GIT_TAG {other})\n\
              FetchContent_MakeAvailable(bytag bysha)\n",
-            url("lib"),
-            url("other")
+            g.url("lib"),
+            g.url("other")
         ),
     )
     .unwrap();
-    let script = |build: &str| {
+    let (captured, replayed) = g.round_trip(g.s.dir.path(), &[], |tag| {
+        let build = format!("build-{tag}");
         format!(
             "export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; cmake -S {} -B {build} >/dev/null && \
              for d in bytag bysha; do git -C {build}/_deps/$d-src rev-parse HEAD; \
@@ -440,33 +480,13 @@ fn cmake_fetchcontent_git_repository_by_tag_and_sha_with_submodules_replays_offl
              cat {build}/_deps/bytag-src/sub/sub.txt",
             project.display()
         )
-    };
-    let (code, err) = capture(
-        s.dir.path(),
-        &ca,
-        &["--store", "store"],
-        &format!("({}) > captured", script("b1")),
-    );
-    assert_eq!(code, 0, "capture: {err}");
-    let captured = std::fs::read_to_string(s.path("captured")).unwrap();
+    });
     assert!(
         captured.contains(&other) && captured.contains(&sub),
         "{captured}"
     );
     assert!(captured.ends_with("inside\n"), "{captured}");
-
-    let hits = up.hits.load(std::sync::atomic::Ordering::SeqCst);
-    let (code, err) = replay_offline(
-        s.dir.path(),
-        &["--strict", "--store", "store"],
-        &format!("({}) > replayed", script("b2")),
-    );
-    assert_eq!(code, 0, "replay: {err}");
-    assert_eq!(
-        std::fs::read_to_string(s.path("replayed")).unwrap(),
-        captured
-    );
-    assert_eq!(up.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+    assert_eq!(replayed, captured);
 }
 
 /// A cargo dependency on a git repository at a `rev`, fetched by cargo's
@@ -476,13 +496,9 @@ fn cmake_fetchcontent_git_repository_by_tag_and_sha_with_submodules_replays_offl
 fn cargo_git_dependency_replays_offline_with_the_locked_rev() {
     let cargo = env!("CARGO");
     let rustc = Path::new(cargo).with_file_name("rustc");
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let root = s.path("srv");
-    std::fs::create_dir(&root).unwrap();
-    let up = FileUpstream::start(&ca, &root);
+    let g = GitServer::new();
     let rev = small_repository(
-        &root,
+        &g.root,
         "bpgit",
         &[
             (
@@ -493,9 +509,9 @@ fn cargo_git_dependency_replays_offline_with_the_locked_rev() {
         ],
         "mkdir src && mv lib.rs src/",
     );
-    let url = up.url("/smart/bpgit.git");
+    let url = g.url("bpgit");
     for cli in [false, true] {
-        let dir = s.path(if cli { "cli" } else { "libgit2" });
+        let dir = g.s.path(if cli { "cli" } else { "libgit2" });
         std::fs::create_dir_all(dir.join("src")).unwrap();
         std::fs::write(
             dir.join("Cargo.toml"),
@@ -506,35 +522,20 @@ fn cargo_git_dependency_replays_offline_with_the_locked_rev() {
         )
         .unwrap();
         std::fs::write(dir.join("src/lib.rs"), "").unwrap();
-        let script = format!(
-            "export CARGO_HOME=$PWD/home-$1 RUSTC={} CARGO_NET_GIT_FETCH_WITH_CLI={cli} \
-             GIT_CONFIG_NOSYSTEM=1 HOME=$PWD CARGO_TARGET_DIR=$PWD/target-$1; \
-             {cargo} check -q && cat home-$1/git/checkouts/*/*/src/lib.rs && \
-             grep -o '{rev}' Cargo.lock",
-            rustc.display()
-        );
-        let (code, err) = capture(
-            &dir,
-            &ca,
-            &["--store", "store"],
-            &format!("set -- c; ({script}) > captured"),
-        );
-        assert_eq!(code, 0, "capture (cli {cli}): {err}");
-        let captured = std::fs::read_to_string(dir.join("captured")).unwrap();
+        let (captured, replayed) = g.round_trip(&dir, &[], |tag| {
+            format!(
+                "export CARGO_HOME=$PWD/home-{tag} RUSTC={} CARGO_NET_GIT_FETCH_WITH_CLI={cli} \
+                 GIT_CONFIG_NOSYSTEM=1 HOME=$PWD CARGO_TARGET_DIR=$PWD/target-{tag}; \
+                 {cargo} check -q && cat home-{tag}/git/checkouts/*/*/src/lib.rs && \
+                 grep -o '{rev}' Cargo.lock",
+                rustc.display()
+            )
+        });
         assert!(
             captured.contains("VALUE: u32 = 7") && captured.contains(&rev),
-            "{captured}"
+            "cli {cli}: {captured}"
         );
-        let (code, err) = replay_offline(
-            &dir,
-            &["--strict", "--store", "store"],
-            &format!("set -- r; ({script}) > replayed"),
-        );
-        assert_eq!(code, 0, "replay (cli {cli}): {err}");
-        assert_eq!(
-            std::fs::read_to_string(dir.join("replayed")).unwrap(),
-            captured
-        );
+        assert_eq!(replayed, captured, "cli {cli}");
     }
 }
 
@@ -544,13 +545,9 @@ fn cargo_git_dependency_replays_offline_with_the_locked_rev() {
 #[test]
 fn pip_git_requirement_replays_offline_with_the_same_rev() {
     crate::clients::require_pip();
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let root = s.path("srv");
-    std::fs::create_dir(&root).unwrap();
-    let up = FileUpstream::start(&ca, &root);
+    let g = GitServer::new();
     let rev = small_repository(
-        &root,
+        &g.root,
         "bppip",
         &[
             // An in-tree PEP 517 backend: pip needs the metadata, and this
@@ -575,8 +572,8 @@ fn pip_git_requirement_replays_offline_with_the_same_rev() {
         ],
         "",
     );
-    let url = up.url("/smart/bppip.git");
-    let script = |out: &str| {
+    let url = g.url("bppip");
+    let (captured, replayed) = g.round_trip(g.s.dir.path(), &["--require-secret"], |out| {
         format!(
             "export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; python3 -m pip download -q --no-deps \
              --no-build-isolation --no-index --disable-pip-version-check -d {out} \
@@ -585,28 +582,9 @@ fn pip_git_requirement_replays_offline_with_the_same_rev() {
              sys.stdout.write(z.read([n for n in z.namelist() if n.endswith(\"/bppip.py\")][0]).decode())' \
              {out}/bppip-0.1.zip"
         )
-    };
-    let (code, err) = capture(
-        s.dir.path(),
-        &ca,
-        &["--require-secret", "--store", "store"],
-        &format!("({}) > captured", script("c")),
-    );
-    assert_eq!(code, 0, "capture: {err}");
-    assert_eq!(
-        std::fs::read_to_string(s.path("captured")).unwrap(),
-        "VALUE = 11\n"
-    );
-    let (code, err) = replay_offline(
-        s.dir.path(),
-        &["--strict", "--require-secret", "--store", "store"],
-        &format!("({}) > replayed", script("r")),
-    );
-    assert_eq!(code, 0, "replay: {err}");
-    assert_eq!(
-        std::fs::read_to_string(s.path("replayed")).unwrap(),
-        "VALUE = 11\n"
-    );
+    });
+    assert_eq!(captured, "VALUE = 11\n");
+    assert_eq!(replayed, captured);
 }
 
 /// Objects past the plugin body limit cannot be recorded: the clone still
@@ -614,30 +592,26 @@ fn pip_git_requirement_replays_offline_with_the_same_rev() {
 /// that raises the limit.
 #[test]
 fn objects_past_the_body_limit_are_an_error_naming_the_flag() {
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let root = s.path("srv");
-    std::fs::create_dir(&root).unwrap();
-    let up = FileUpstream::start(&ca, &root);
+    let g = GitServer::new();
     // 1.5 MiB that does not compress.
     let noise: String = (0..1_572_864u64)
         .map(|i| char::from(b'a' + ((i * 2_654_435_761 >> 13) % 26) as u8))
         .collect();
-    small_repository(&root, "big", &[("noise.txt", &noise)], "");
-    let url = up.url("/smart/big.git");
+    small_repository(&g.root, "big", &[("noise.txt", &noise)], "");
+    let url = g.url("big");
     let (code, err) = capture(
-        s.dir.path(),
-        &ca,
+        g.s.dir.path(),
+        &g.ca,
         &["--plugin-body-limit-mib", "1"],
         &format!("GIT_CONFIG_NOSYSTEM=1 HOME=$PWD git clone -q {url} got"),
     );
     assert_eq!(code, 0, "{err}");
-    assert!(s.path("got/noise.txt").is_file());
+    assert!(g.s.path("got/noise.txt").is_file());
     let line = err
         .lines()
         .find(|l| l.contains("error:") && l.contains(&url))
         .unwrap_or_else(|| panic!("no error names {url}: {err}"));
     assert!(line.contains("--plugin-body-limit-mib"), "{line}");
-    let content = std::fs::read_to_string(s.path("proxy_content.nix")).unwrap();
+    let content = std::fs::read_to_string(g.s.path("proxy_content.nix")).unwrap();
     assert!(!content.contains("git-wants"), "{content}");
 }
