@@ -168,7 +168,7 @@ fn git_fetch_writes_the_same_bytes_for_a_commit_however_the_server_packs_it() {
             git(&bare, &args);
         }
         let name = format!("objects-{i}");
-        let (code, err) = git_fetch(&s, &ca, &url, &head, &name);
+        let (code, err) = git_fetch(s, ca, &url, &head, &name);
         assert_eq!(code, 0, "{err}");
         outputs.push(std::fs::read(s.path(&name)).unwrap());
     }
@@ -188,7 +188,7 @@ fn git_fetch_writes_the_same_bytes_for_a_commit_however_the_server_packs_it() {
 
     // An annotated tag brings itself and its commit.
     let tag = git(&bare, &["rev-parse", "v2"]);
-    let (code, err) = git_fetch(&s, &ca, &url, &tag, "tag");
+    let (code, err) = git_fetch(s, ca, &url, &tag, "tag");
     assert_eq!(code, 0, "{err}");
     let set = objects::decode(&std::fs::read(s.path("tag")).unwrap()).unwrap();
     let tag_id = ObjectId::from_hex(&tag).unwrap();
@@ -199,7 +199,7 @@ fn git_fetch_writes_the_same_bytes_for_a_commit_however_the_server_packs_it() {
 
     // A commit the server does not have: an error naming URL and commit.
     let absent = "0123456789abcdef0123456789abcdef01234567";
-    let (code, err) = git_fetch(&s, &ca, &url, absent, "absent");
+    let (code, err) = git_fetch(s, ca, &url, absent, "absent");
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(absent) && err.contains(&url), "{err}");
     assert!(!s.path("absent").exists());
@@ -250,7 +250,7 @@ fn git_clones_over_smart_http_replay_offline_with_the_same_commits() {
     std::fs::create_dir(&cap).unwrap();
     let (code, err) = capture(
         &cap,
-        &ca,
+        ca,
         &[
             "--require-secret",
             "--output",
@@ -327,7 +327,7 @@ fn a_sandboxed_nix_build_clones_what_capture_recorded() {
         "export GIT_CONFIG_NOSYSTEM=1 HOME=$PWD; git clone -q --depth 1 {url} got && \
          git -C got fetch -q --depth 1 origin tag v2"
     );
-    let (code, err) = capture(s.dir.path(), &ca, &["--require-secret"], &script);
+    let (code, err) = capture(s.dir.path(), ca, &["--require-secret"], &script);
     assert_eq!(code, 0, "capture: {err}");
     assert!(err.contains(" 0 errors,"), "{err}");
     let clone = s.path("got");
@@ -595,7 +595,7 @@ fn objects_past_the_body_limit_are_an_error_naming_the_flag() {
     let g = GitServer::new();
     // 1.5 MiB that does not compress.
     let noise: String = (0..1_572_864u64)
-        .map(|i| char::from(b'a' + ((i * 2_654_435_761 >> 13) % 26) as u8))
+        .map(|i| char::from(b'a' + (((i * 2_654_435_761) >> 13) % 26) as u8))
         .collect();
     small_repository(&g.root, "big", &[("noise.txt", &noise)], "");
     let url = g.url("big");
