@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};
 
+use sha2::{Digest, Sha256};
+
 #[path = "src/plugin/encode.rs"]
 mod encode;
 
@@ -69,15 +71,20 @@ fn main() {
     let built = target_dir.join("wasm32-unknown-unknown/plugin");
     let mut bundled =
         String::from("/// Bundled plugins: (name, component bytes), in default chain order.\n");
-    bundled.push_str("pub const BUNDLED: &[(&str, &[u8])] = &[\n");
+    bundled.push_str(
+        "/// The SHA-256 of each is computed here, so a start does not hash them\n\
+         /// to find their compiled form in the cache.\n",
+    );
+    bundled.push_str("pub const BUNDLED: &[(&str, &[u8], [u8; 32])] = &[\n");
     for name in BUNDLED.iter().chain(FIXTURES) {
         let module = built.join(format!("buildproxy_plugin_{name}.wasm"));
         let dest = out.join(format!("{name}.wasm"));
-        componentize(&module, &dest);
+        let digest = Sha256::digest(componentize(&module, &dest));
         if BUNDLED.contains(name) {
             bundled.push_str(&format!(
-                "    ({name:?}, include_bytes!({:?})),\n",
-                dest.display().to_string()
+                "    ({name:?}, include_bytes!({:?}), {:?}),\n",
+                dest.display().to_string(),
+                digest.as_slice()
             ));
         }
     }
@@ -85,11 +92,13 @@ fn main() {
     fs::write(out.join("bundled.rs"), bundled).unwrap();
 }
 
-fn componentize(module: &Path, dest: &Path) {
+/// Writes the component of `module` to `dest`; returns its bytes.
+fn componentize(module: &Path, dest: &Path) -> Vec<u8> {
     let bytes = fs::read(module).unwrap_or_else(|e| panic!("reading {}: {e}", module.display()));
     let component = encode::component_of(&bytes)
         .unwrap_or_else(|e| panic!("making a component of {}: {e}", module.display()));
-    fs::write(dest, component).unwrap();
+    fs::write(dest, &component).unwrap();
+    component
 }
 
 /// Fails early, with the fix, when the wasm standard library is missing.

@@ -26,7 +26,9 @@ Workloads:
 - W3  exec -> first accepted TCP connection (and, for buildproxy, -> the
       `export` lines on stdout), cold (empty plugin cache) and warm
       (`buildproxy plugins --precompile`).
-- W4  the big file through `buildproxy capture --store` vs direct.
+- W4  the big file through `buildproxy capture --store` vs direct (and
+      `capture` without `--store`, hashing only): throughput and the
+      proxy's CPU seconds per GiB.
 - W5  W2 through `buildproxy proxy` (upstream nginx) with the bundled
       chain vs `--no-default-plugins`: the cost of the plugin hooks.
 - W6  replay of a prepared content (`buildproxy prepare`) of 1k/10k/100k
@@ -42,6 +44,14 @@ Workloads:
       --store`, and through `buildproxy replay --store` (captured once
       first; the git plugin answers `info/refs` and `git-upload-pack`):
       the clone's wall time, the proxy's CPU and peak RSS.
+- W9  W2 replay while a plugin computes to its deadline on another URL
+      (the `misbehave` fixture, `loop`, asked for `/boom` over and over by
+      another client) against the same proxy while nobody asks for
+      `/boom`: the rate unrelated requests keep.
+
+`--before BIN` adds a second build to W1 and W2 ("buildproxy before"), in
+the same rounds: e.g. the release build of the commit before a change, to
+show what the change costs.
 
 Prints a table of medians with ratios to direct, writes every raw number to
 tests/bench/results/<date>-<host>.json. Speed is only ever reported here,
@@ -72,8 +82,8 @@ CURL_FMT = "%{http_code} %{size_download} %{time_total} %{num_connects}\\n"
 # Targets from issue 8: (metric, comparison, value)
 TARGETS = {
     "W1": "≥ 0.8× direct MiB/s, RSS ≤ 32 MiB",
-    "W2 seq": "≥ 0.8× direct req/s",
-    "W2 par": "≥ 0.6× direct req/s",
+    "W2 seq": "≥ 0.8× direct req/s (issue 13: ≥ 0.9×)",
+    "W2 par": "≥ 0.6× direct req/s (issue 13: ≥ 0.9×)",
     "W3 warm": "≤ 10 ms",
     "W4": "≥ 0.6× direct MiB/s, RSS ≤ 32 MiB",
     # Issue 17
@@ -83,6 +93,9 @@ TARGETS = {
     "W7 10000": "≤ 1.5× the fetchurls",
     # Issue 14
     "W8": "≤ 2× direct time",
+    # Issue 13
+    "W9": "≥ 0.8× the quiet rate",
+    "W4 cpu": "≤ 2.0 CPU-s/GiB",
 }
 W6_SIZES = (1000, 10000, 100000)
 W7_SIZES = (1000, 10000, 50000)
@@ -167,6 +180,10 @@ class Bench:
         for d in (self.data, self.pki, self.logs, self.scratch):
             d.mkdir(parents=True, exist_ok=True)
         self.big_size = args.size_mib << 20
+        before = getattr(args, "before", None)
+        self.before = Path(before).resolve() if before else None
+        fixtures = getattr(args, "fixtures", None)
+        self.fixtures = Path(fixtures).resolve() if fixtures else None
 
     # ---------------------------------------------------------------- setup
 
@@ -316,8 +333,11 @@ http {{
     def precompile(self):
         self.warm_cache = self.work / "plugin-cache"
         shutil.rmtree(self.warm_cache, ignore_errors=True)
-        subprocess.run([str(self.bin), "plugins", "--precompile", str(self.warm_cache)],
-                       check=True, capture_output=True)
+        # Artifacts are named by the component's hash: builds share the cache.
+        for b in (self.bin, self.before):
+            if b:
+                subprocess.run([str(b), "plugins", "--precompile", str(self.warm_cache)],
+                               check=True, capture_output=True)
 
     # ------------------------------------------------------------ processes
 
@@ -359,10 +379,10 @@ http {{
         return clean_env(BUILDPROXY_PLUGIN_CACHE=str(self.warm_cache),
                          NIX_STORE_DIR=str(self.data))
 
-    def start_buildproxy(self, mode_args, name):
+    def start_buildproxy(self, mode_args, name, binary=None):
         """Starts buildproxy serving (no COMMAND): it prints `export` lines
         once listening; returns (process, proxy URL)."""
-        cmd = [str(self.bin), *mode_args, *self.bp_common()]
+        cmd = [str(binary or self.bin), *mode_args, *self.bp_common()]
         p = self.spawn(cmd, name, env=self.bp_env(), stdout=subprocess.PIPE)
         for raw in p.stdout:
             line = raw.decode()
@@ -371,10 +391,25 @@ http {{
         raise RuntimeError(f"{name} exited ({p.wait()}) without printing exports; "
                            f"see {self.logs}/{name}.log")
 
-    def start_replay(self):
+    def start_replay(self, binary=None, name="buildproxy-replay", extra=()):
         return self.start_buildproxy(
-            ["replay", "--content", str(self.content), "--allow-root", str(self.data)],
-            "buildproxy-replay")
+            ["replay", "--content", str(self.content), "--allow-root", str(self.data), *extra],
+            name, binary)
+
+    def replay_systems(self):
+        """W1's and W2's proxies: replay of read-only files (the sandbox
+        case), replay from a `--store` (verified), the `--before` build and
+        mitmproxy when asked; returns ({system: proxy URL}, {system: process})."""
+        procs = {}
+        procs["buildproxy"], bp_url = self.start_replay()
+        procs["buildproxy --store"], st_url = self.start_replay_store()
+        proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
+        if self.before:
+            procs["buildproxy before"], proxies["buildproxy before"] = self.start_replay(
+                self.before, "buildproxy-replay-before")
+        if not self.args.no_mitm:
+            procs["mitm"], proxies["mitm"] = self.start_mitm()
+        return proxies, procs
 
     def start_replay_store(self):
         """Replay from `--store`: every body hashed as it is served."""
@@ -462,46 +497,28 @@ http {{
                 + ", ".join(f"{s} {fmt_run(runs[s][-1])}" for s in systems))
         return runs
 
+    def stop_systems(self, procs):
+        """Peak RSS and CPU of each proxy, then stops them."""
+        status = {s: proc_status(p.pid) for s, p in procs.items()}
+        for p in procs.values():
+            self.stop(p)
+        return status
+
     def w1(self):
-        bp, bp_url = self.start_replay()
-        st, st_url = self.start_replay_store()
-        systems = ["direct", "buildproxy", "buildproxy --store"]
-        proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
-        if not self.args.no_mitm:
-            mitm, mitm_url = self.start_mitm()
-            systems.append("mitm")
-            proxies["mitm"] = mitm_url
-        runs = self.rounds("W1", systems, lambda s: self.big(proxies[s]))
-        rss = {"buildproxy": proc_status(bp.pid), "buildproxy --store": proc_status(st.pid)}
-        self.stop(bp)
-        self.stop(st)
-        if not self.args.no_mitm:
-            rss["mitm"] = proc_status(mitm.pid)
-            self.stop(mitm)
-        return {"runs": runs, "proxy": rss}
+        proxies, procs = self.replay_systems()
+        runs = self.rounds("W1", list(proxies), lambda s: self.big(proxies[s]))
+        return {"runs": runs, "proxy": self.stop_systems(procs)}
 
     def w2(self):
-        bp, bp_url = self.start_replay()
-        st, st_url = self.start_replay_store()
-        systems = ["direct", "buildproxy", "buildproxy --store"]
-        proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
-        if not self.args.no_mitm:
-            mitm, mitm_url = self.start_mitm()
-            systems.append("mitm")
-            proxies["mitm"] = mitm_url
+        proxies, procs = self.replay_systems()
+        systems = list(proxies)
         for s in systems:  # leaf certificates, page cache
             self.many(proxies[s], 1)
         out = {}
         for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
             out[kind] = {"runs": self.rounds(f"W2 {kind}", systems,
                                              lambda s: self.many(proxies[s], conns))}
-        out["proxy"] = {"buildproxy": proc_status(bp.pid),
-                        "buildproxy --store": proc_status(st.pid)}
-        self.stop(bp)
-        self.stop(st)
-        if not self.args.no_mitm:
-            out["proxy"]["mitm"] = proc_status(mitm.pid)
-            self.stop(mitm)
+        out["proxy"] = self.stop_systems(procs)
         return out
 
     def startup(self, system):
@@ -569,10 +586,11 @@ http {{
             exports_all.append(self.exports_time(self.warm_cache, self.content))
         return {"runs": runs, "exports_warm": exports, "exports_warm_all_entries": exports_all}
 
-    def capture_once(self):
+    def capture_once(self, store=True):
         """The big file through `buildproxy capture --store` (COMMAND is a
         shell that runs curl via the exported proxy, then reads the proxy's
-        VmHWM, since the proxy exits with it)."""
+        VmHWM, since the proxy exits with it); without `--store` when
+        `store` is false (hashing only)."""
         d = Path(tempfile.mkdtemp(dir=self.scratch, prefix="capture-"))
         result = d / "result"
         script = (
@@ -581,7 +599,7 @@ http {{
             f'grep -E "^VmHWM" /proc/$PPID/status >> "{result}" && '
             f'cut -d" " -f14,15 /proc/$PPID/stat >> "{result}"'
         )
-        cmd = [str(self.bin), "capture", "--store", str(d / "store"),
+        cmd = [str(self.bin), "capture", *(["--store", str(d / "store")] if store else []),
                "--output", str(d / "proxy_content.nix"), "--upstream-ca", str(self.ca_cert),
                *self.bp_common(), "--", "sh", "-c", script]
         t0 = time.perf_counter()
@@ -592,9 +610,10 @@ http {{
         code, size, total, _ = lines[0].split()
         if code != "200" or int(size) != self.big_size:
             raise RuntimeError(f"capture: HTTP {code}, {size} bytes")
-        blobs = list((d / "store" / "blobs" / "sha256").iterdir())
-        if len(blobs) != 1 or blobs[0].stat().st_size != self.big_size:
-            raise RuntimeError(f"capture: the store holds {blobs}")
+        if store:
+            blobs = list((d / "store" / "blobs" / "sha256").iterdir())
+            if len(blobs) != 1 or blobs[0].stat().st_size != self.big_size:
+                raise RuntimeError(f"capture: the store holds {blobs}")
         hwm = int(lines[1].split()[1])
         utime, stime = (int(x) for x in lines[2].split())
         shutil.rmtree(d)
@@ -604,8 +623,11 @@ http {{
 
     def w4(self):
         def measure(s):
-            return self.big(None) if s == "direct" else self.capture_once()
-        return {"runs": self.rounds("W4", ["direct", "buildproxy"], measure)}
+            if s == "direct":
+                return self.big(None)
+            return self.capture_once(store=s == "buildproxy")
+        systems = ["direct", "buildproxy", "buildproxy, no --store"]
+        return {"runs": self.rounds("W4", systems, measure)}
 
     def w5(self):
         bundled, bundled_url = self.start_buildproxy(
@@ -694,6 +716,68 @@ http {{
             rss = proc_status(bp.pid)
             self.stop(bp)
             out[str(n)] = {"start": start, "lookup": lookup, "proxy": {"buildproxy": rss}}
+        return out
+
+    # ------------------------------------------- W9: a plugin that loops
+
+    def w9(self):
+        """W2 through a replay whose chain starts with the `misbehave`
+        fixture configured to compute forever on URLs containing `/boom`
+        (every other request it passes on to `replay`, a copy of the bundled
+        one), measured while nobody asks for `/boom` (quiet) and while
+        another client asks for it over and over, each request running the
+        plugin to its deadline (1 s) before a 502."""
+        if not self.fixtures or not (self.fixtures / "misbehave.wasm").exists():
+            raise RuntimeError("W9 needs the misbehave and replay components: --fixtures DIR "
+                               "(run.sh passes the release build's OUT_DIR)")
+        bp, url = self.start_replay(
+            name="buildproxy-replay-misbehave",
+            extra=["--no-default-plugins",
+                   "--plugin", f"{self.fixtures / 'misbehave.wasm'}=loop",
+                   "--plugin", str(self.fixtures / "replay.wasm")])
+        boom = f"{self.base}/small/boom"
+        looping = {"stop": False, "codes": [], "seconds": []}
+
+        def loop():
+            while not looping["stop"]:
+                t0 = time.perf_counter()
+                out = subprocess.run(self.curl(url) + ["-o", "/dev/null", "-w", "%{http_code}",
+                                                       boom],
+                                     capture_output=True, text=True, env=clean_env())
+                looping["codes"].append(out.stdout.strip())
+                looping["seconds"].append(time.perf_counter() - t0)
+
+        import threading
+
+        def measure(system, conns):
+            if system != "while a plugin loops":
+                return self.many(None if system == "direct" else url, conns)
+            looping["stop"] = False
+            t = threading.Thread(target=loop)
+            t.start()
+            time.sleep(0.3)  # the first /boom request is in the plugin
+            try:
+                return self.many(url, conns)
+            finally:
+                looping["stop"] = True
+                t.join()
+
+        systems = ["quiet", "while a plugin loops", "direct"]
+        for s in systems:
+            measure(s, 1)
+        out = {}
+        for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
+            out[kind] = {"runs": self.rounds(f"W9 {kind}", systems,
+                                             lambda s: measure(s, conns))}
+        out["proxy"] = {"while a plugin loops": proc_status(bp.pid)}
+        self.stop(bp)
+        codes = looping["codes"]
+        out["boom"] = {"requests": len(codes), "502": codes.count("502"),
+                       "median_s": statistics.median(looping["seconds"]) if codes else None}
+        log(f"W9: {len(codes)} /boom requests, {codes.count('502')} answered 502, median "
+            f"{out['boom']['median_s']:.2f} s")
+        if not codes or codes.count("502") != len(codes):
+            raise RuntimeError(f"W9: the looping plugin's requests got {set(codes)}, not 502")
         return out
 
     # ------------------------------------------------ W7: Nix evaluation
@@ -1066,10 +1150,11 @@ def summarise(results):
                          "target": TARGETS["W3 warm"] if key == "exports_warm" else ""})
     if "W4" in w:
         runs = w["W4"]["runs"]
-        bp = runs["buildproxy"]
-        rss = {"buildproxy": {"vmhwm_kib": max(r["vmhwm_kib"] for r in bp),
-                              "cpu_s": statistics.median(r["cpu_s"] for r in bp) * p["runs"]}}
-        add("W4 1 GiB capture", runs, "mib_s", "MiB/s", rss, TARGETS["W4"], per_gib)
+        rss = {s: {"vmhwm_kib": max(r["vmhwm_kib"] for r in runs[s]),
+                   "cpu_s": statistics.median(r["cpu_s"] for r in runs[s]) * p["runs"]}
+               for s in runs if s != "direct"}
+        add("W4 1 GiB capture", runs, "mib_s", "MiB/s", rss,
+            f"{TARGETS['W4']}; {TARGETS['W4 cpu']}", per_gib)
     if "W5" in w:
         for kind in ("seq", "par"):
             add(f"W5 {kind} proxy mode", w["W5"][kind]["runs"], "req_s", "req/s",
@@ -1093,6 +1178,10 @@ def summarise(results):
                           TARGETS.get(f"W6 start {n}", ""), f"prepared {n}")
             add(f"W6 lookup {n} entries", r["lookup"], "req_s", "req/s", r["proxy"],
                 TARGETS.get(f"W6 lookup {n}", ""))
+    if "W9" in w:
+        for kind in ("seq", "par"):
+            against_floor(f"W9 {kind}, a plugin loops on another URL", w["W9"][kind]["runs"],
+                          "req_s", "req/s", None, TARGETS["W9"], "while a plugin loops")
     if "W7" in w:
         for n, r in w["W7"].items():
             against_floor(f"W7 Nix eval {n} entries", r["runs"], "cpu_s", "CPU-s", None,
@@ -1164,11 +1253,13 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="rounds per workload (≥ 3)")
     ap.add_argument("--size-mib", type=int, default=1024, help="size of the big file")
     ap.add_argument("--small-count", type=int, default=2000, help="number of 4 KiB files")
-    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7,W8",
+    ap.add_argument("--only", default="W1,W2,W3,W4,W5,W6,W7,W8,W9",
                     help="comma-separated workloads")
     ap.add_argument("--no-mitm", action="store_true", help="skip the mitmproxy incumbent")
     ap.add_argument("--build", default="", help="which build --bin is (run.sh says)")
     ap.add_argument("--note", default="", help="free text stored with the results")
+    ap.add_argument("--before", help="another buildproxy binary measured beside --bin in W1/W2")
+    ap.add_argument("--fixtures", help="the directory holding misbehave.wasm and replay.wasm (W9)")
     args = ap.parse_args()
     if args.runs < 3:
         ap.error("--runs must be at least 3 (a median of fewer says little)")
@@ -1185,6 +1276,7 @@ def main():
                                      / (1 << 30), 1),
                     "loadavg_start": os.getloadavg()},
         "versions": {"buildproxy": args.build or str(b.bin),
+                     "buildproxy before": args.before,
                      "nginx": version(["nginx", "-v"]), "curl": version(["curl", "--version"]),
                      "git": version(["git", "--version"]),
                      "mitmproxy": version([args.mitmdump, "--version"]) if args.mitmdump else
@@ -1222,10 +1314,13 @@ def main():
     print(f"binary: {b.bin} ({b.bin.stat().st_size / (1 << 20):.1f} MiB)")
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)
-    # A run of some workloads does not overwrite the day's full run.
+    # A run of some workloads does not overwrite the day's full run, nor a
+    # second run of the day the first's numbers.
     part = "" if set(only) >= set(ap.get_default("only").split(",")) else \
         "-" + "-".join(w.lower() for w in only)
     path = out / f"{started.strftime('%Y-%m-%d')}-{results['host']}{part}.json"
+    if path.exists():
+        path = out / f"{started.strftime('%Y-%m-%d-%H%M')}-{results['host']}{part}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"raw numbers: {path}")
 

@@ -6,6 +6,7 @@
 #   tests/bench/run.sh                 # everything, 5 rounds, 1 GiB file
 #   tests/bench/run.sh --runs 3 --only W1,W3 --no-mitm
 #   tests/bench/run.sh --help          # every option (bench.py's)
+#   tests/bench/run.sh --before OLD    # W1/W2 also through another build
 #
 # Installs what it needs: nginx, curl, openssl and python3-venv from Debian
 # (apt-get, as root; nix-bin for W7, git and fcgiwrap for W8), mitmproxy
@@ -67,6 +68,10 @@ if [[ -z ${BUILDPROXY_BIN:-} ]]; then
 else
     BUILD="BUILDPROXY_BIN=$BUILDPROXY_BIN"
 fi
+# W9 loads the misbehave fixture and a replay plugin by path: the
+# components build.rs left in the newest release OUT_DIR.
+fixtures=$(ls -td "$TARGET"/release/build/buildproxy-*/out 2>/dev/null |
+    while read -r d; do [[ -f $d/misbehave.wasm ]] && echo "$d" && break; done || true)
 
 exec "$VENV/bin/python" "$ROOT/tests/bench/bench.py" \
     --bin "$BUILDPROXY_BIN" \
@@ -74,4 +79,5 @@ exec "$VENV/bin/python" "$ROOT/tests/bench/bench.py" \
     --results "$ROOT/tests/bench/results" \
     --mitmdump "$VENV/bin/mitmdump" \
     --build "$BUILD" \
+    ${fixtures:+--fixtures "$fixtures"} \
     "$@"

@@ -82,7 +82,7 @@ fn prepared_content_replays_like_the_json_and_damage_fails_at_start() {
     }
     assert_eq!(up.hits(), hits, "replay must not reach the upstream");
 
-    // A flipped bit in the table: refused before listening, naming the
+    // A flipped bit in the block directory: refused before listening, naming the
     // file and how to make it again.
     let mut bytes = fs::read(s.path("content.prepared")).unwrap();
     bytes[80] ^= 1;

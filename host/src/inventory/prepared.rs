@@ -7,9 +7,11 @@
 //! content, so it is done once, where the result can be cached: by
 //! `buildproxy prepare` in the Nix derivation that turns the JSON into this
 //! file (see nix/prepareContent.nix), and by `capture --store` beside the
-//! store's index. Replay then reads a fixed header and the hash table,
-//! checks them against the header's checksum, and reads one record per
-//! request.
+//! store's index. Replay then reads a fixed header and a directory of the
+//! hash table's blocks, checks them against the header's checksum, and per
+//! request reads (and, the first time, checks) one block of the table and
+//! one record: start reads 40 bytes per 1,024 entries, whatever their
+//! size, instead of the whole table (16 bytes an entry).
 //!
 //! Layout, integers little-endian:
 //!
@@ -17,10 +19,12 @@
 //! 0   magic "BPINDEX\0"
 //! 8   version u32, flags u32 (0)
 //! 16  count u64              number of records
-//! 24  records_offset u64     = 72 + 16 × count
-//! 32  file_length u64        the whole file, to catch truncation
-//! 40  sha256 [32]            of bytes 0..40 and the table
-//! 72  table: count × (key_hash u64, record_offset u64), sorted
+//! 24  block u64              table entries per block (the last may be short)
+//! 32  records_offset u64     = 80 + 40 × blocks + 16 × count
+//! 40  file_length u64        the whole file, to catch truncation
+//! 48  sha256 [32]            of bytes 0..48 and the directory
+//! 80  directory: blocks × (first key_hash u64, sha256 [32] of the block)
+//!     table: count × (key_hash u64, record_offset u64), sorted
 //!     records: one JSON object and `\n` each, in table order
 //! ```
 //!
@@ -40,15 +44,21 @@ use super::index::normalize_url;
 use super::{Body, Entry, InventoryError, nix};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 const MAGIC: &[u8; 8] = b"BPINDEX\0";
-const VERSION: u32 = 1;
-const HEADER: usize = 72;
+/// 2: the table in checked blocks (1: one checksum over the whole table).
+const VERSION: u32 = 2;
+const HEADER: usize = 80;
+/// Table entries per block: 16 KiB, read and hashed in about 10 µs.
+const BLOCK: u64 = 1024;
+/// A directory slot: the block's first key and its SHA-256.
+const DIR_SLOT: usize = 40;
 /// No record is near this; a larger one means a damaged table.
 const MAX_RECORD: u64 = 16 << 20;
 
@@ -89,6 +99,15 @@ pub fn is_prepared(path: &Path) -> bool {
     File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok_and(|()| &magic == MAGIC)
+}
+
+/// Whether `path` is a prepared file of the version this buildproxy reads
+/// (a store written by an older one falls back to its `index.json`).
+pub fn is_current(path: &Path) -> bool {
+    let mut head = [0u8; 12];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head[..8] == MAGIC && head[8..] == VERSION.to_le_bytes())
 }
 
 fn key_hash(method: &str, url: &str) -> u64 {
@@ -141,7 +160,9 @@ pub fn write(
     // Stable: records with one key keep the content's order.
     records.sort_by_key(|(h, _)| *h);
     let count = records.len() as u64;
-    let records_offset = HEADER as u64 + 16 * count;
+    let blocks = count.div_ceil(BLOCK);
+    let table_offset = HEADER as u64 + DIR_SLOT as u64 * blocks;
+    let records_offset = table_offset + 16 * count;
     let mut table = Vec::with_capacity(16 * records.len());
     let mut offset = 0u64;
     for (h, bytes) in &records {
@@ -149,19 +170,26 @@ pub fn write(
         table.extend_from_slice(&offset.to_le_bytes());
         offset += bytes.len() as u64;
     }
+    let mut directory = Vec::with_capacity(DIR_SLOT * blocks as usize);
+    for block in table.chunks(16 * BLOCK as usize) {
+        directory.extend_from_slice(&block[..8]);
+        directory.extend_from_slice(&Sha256::digest(block));
+    }
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
     header.extend_from_slice(&0u32.to_le_bytes());
     header.extend_from_slice(&count.to_le_bytes());
+    header.extend_from_slice(&BLOCK.to_le_bytes());
     header.extend_from_slice(&records_offset.to_le_bytes());
     header.extend_from_slice(&(records_offset + offset).to_le_bytes());
     let sum = Sha256::new()
         .chain_update(&header)
-        .chain_update(&table)
+        .chain_update(&directory)
         .finalize();
     header.extend_from_slice(&sum);
     out.write_all(&header)?;
+    out.write_all(&directory)?;
     out.write_all(&table)?;
     for (_, bytes) in &records {
         out.write_all(bytes)?;
@@ -188,26 +216,40 @@ pub fn prepare(
     Ok(entries.len())
 }
 
-/// An opened prepared file: its table in memory (16 bytes per entry), its
-/// records on disk.
+/// An opened prepared file: its block directory in memory (40 bytes per
+/// 1,024 entries), each table block read and checked when first needed,
+/// its records on disk.
 #[derive(Debug)]
 pub struct Prepared {
     path: PathBuf,
     file: File,
-    table: Vec<(u64, u64)>,
+    count: u64,
+    block: u64,
+    /// Per block: its first key and its SHA-256.
+    directory: Vec<(u64, [u8; 32])>,
+    /// Per block: its (key_hash, record_offset) slots, once read and checked.
+    blocks: Vec<OnceLock<Box<[(u64, u64)]>>>,
+    table_offset: u64,
     records_offset: u64,
     records_len: u64,
     /// Relative `file`s are under this directory.
     base: Option<PathBuf>,
     roots: Vec<PathBuf>,
+    /// Canonical forms of the directories content files were found in, so
+    /// a lookup resolves one name, not every component of its path.
+    parents: Mutex<HashMap<PathBuf, PathBuf>>,
 }
 
+/// Directories [`Prepared::parents`] remembers at most.
+const PARENTS: usize = 4096;
+
 impl Prepared {
-    /// Opens `path`, checking its version, length and checksum: time and
-    /// memory grow with the table only (16 bytes an entry), not with the
-    /// entries' contents, and no body is touched. Bodies must be regular
-    /// files under `/nix/store`, `base` (for relative paths) or one of
-    /// `allowed_roots`; that is checked per lookup.
+    /// Opens `path`, checking its version, length and the checksum of its
+    /// header and block directory: time and memory grow by 40 bytes per
+    /// 1,024 entries, and no table block, record or body is touched (each
+    /// table block is checked against its SHA-256 when a lookup first needs
+    /// it). Bodies must be regular files under `/nix/store`, `base` (for
+    /// relative paths) or one of `allowed_roots`; that is checked per lookup.
     pub fn open(
         path: &Path,
         base: Option<&Path>,
@@ -242,38 +284,49 @@ impl Prepared {
                 "it is format version {version}; this buildproxy reads version {VERSION}"
             )));
         }
-        let (count, records_offset, file_length) = (u64_at(16), u64_at(24), u64_at(32));
-        if count
-            .checked_mul(16)
-            .and_then(|t| t.checked_add(HEADER as u64))
-            != Some(records_offset)
-            || records_offset > file_length
-        {
+        let (count, block) = (u64_at(16), u64_at(24));
+        let (records_offset, file_length) = (u64_at(32), u64_at(40));
+        let blocks = if block == 0 {
+            None
+        } else {
+            Some(count.div_ceil(block))
+        };
+        let table_offset = blocks
+            .and_then(|b| b.checked_mul(DIR_SLOT as u64))
+            .and_then(|d| d.checked_add(HEADER as u64));
+        let consistent = table_offset.and_then(|t| {
+            count
+                .checked_mul(16)
+                .and_then(|n| n.checked_add(t))
+                .filter(|&r| r == records_offset && r <= file_length)
+                .map(|_| t)
+        });
+        let (Some(blocks), Some(table_offset)) = (blocks, consistent) else {
             return Err(bad("its header is inconsistent".into()));
-        }
+        };
         if file_length != len {
             return Err(bad(format!(
                 "it is {len} bytes but its header says {file_length} (truncated or appended to)"
             )));
         }
-        let mut table_bytes = vec![0u8; (records_offset - HEADER as u64) as usize];
-        file.read_exact_at(&mut table_bytes, HEADER as u64)
+        let mut dir_bytes = vec![0u8; (table_offset - HEADER as u64) as usize];
+        file.read_exact_at(&mut dir_bytes, HEADER as u64)
             .map_err(|e| InventoryError::io(path, "read", e))?;
         let sum = Sha256::new()
-            .chain_update(&header[..40])
-            .chain_update(&table_bytes)
+            .chain_update(&header[..48])
+            .chain_update(&dir_bytes)
             .finalize();
-        if sum[..] != header[40..72] {
+        if sum[..] != header[48..80] {
             return Err(bad(
                 "its checksum does not match (the file is damaged)".into()
             ));
         }
-        let table = table_bytes
-            .chunks_exact(16)
+        let directory = dir_bytes
+            .chunks_exact(DIR_SLOT)
             .map(|c| {
                 (
                     u64::from_le_bytes(c[..8].try_into().unwrap()),
-                    u64::from_le_bytes(c[8..].try_into().unwrap()),
+                    c[8..].try_into().unwrap(),
                 )
             })
             .collect();
@@ -285,16 +338,77 @@ impl Prepared {
         Ok(Prepared {
             path: path.to_owned(),
             file,
-            table,
+            count,
+            block,
+            directory,
+            blocks: (0..blocks).map(|_| OnceLock::new()).collect(),
+            table_offset,
             records_offset,
             records_len: file_length - records_offset,
             base: base.map(Path::to_owned),
             roots,
+            parents: Mutex::new(HashMap::new()),
         })
     }
 
     pub fn len(&self) -> usize {
-        self.table.len()
+        self.count as usize
+    }
+
+    fn damaged(&self, problem: String) -> InventoryError {
+        InventoryError::Prepared {
+            path: self.path.clone(),
+            problem,
+            fix: REBUILD,
+        }
+    }
+
+    /// Table block `b`: read and checked against the directory the first
+    /// time, kept after.
+    fn block(&self, b: usize) -> Result<&[(u64, u64)], InventoryError> {
+        if let Some(slots) = self.blocks[b].get() {
+            return Ok(slots);
+        }
+        let first = b as u64 * self.block;
+        let n = self.block.min(self.count - first) as usize;
+        let mut bytes = vec![0u8; 16 * n];
+        self.file
+            .read_exact_at(&mut bytes, self.table_offset + 16 * first)
+            .map_err(|e| InventoryError::io(&self.path, "read", e))?;
+        let (key, sum) = &self.directory[b];
+        if Sha256::digest(&bytes)[..] != sum[..] || bytes[..8] != key.to_le_bytes() {
+            return Err(self.damaged(format!(
+                "its table block {b} does not match its checksum (the file is damaged)"
+            )));
+        }
+        let slots = bytes
+            .chunks_exact(16)
+            .map(|c| {
+                (
+                    u64::from_le_bytes(c[..8].try_into().unwrap()),
+                    u64::from_le_bytes(c[8..].try_into().unwrap()),
+                )
+            })
+            .collect();
+        Ok(self.blocks[b].get_or_init(|| slots))
+    }
+
+    /// Table slot `i` (< count): (key_hash, record_offset).
+    fn slot(&self, i: u64) -> Result<(u64, u64), InventoryError> {
+        let b = (i / self.block) as usize;
+        Ok(self.block(b)?[(i % self.block) as usize])
+    }
+
+    /// The first slot whose key is at least `h`.
+    fn first_at_least(&self, h: u64) -> Result<u64, InventoryError> {
+        // Blocks starting below `h`: the slot is in the last of them (past
+        // its end, it is the next block's first).
+        let below = self.directory.partition_point(|&(k, _)| k < h);
+        let Some(b) = below.checked_sub(1) else {
+            return Ok(0);
+        };
+        let slots = self.block(b)?;
+        Ok(b as u64 * self.block + slots.partition_point(|&(k, _)| k < h) as u64)
     }
 
     /// The entry recorded for `method url` (normalised as [`super::index`]
@@ -309,31 +423,30 @@ impl Prepared {
         let method = method.to_ascii_uppercase();
         let url = normalize_url(url);
         let h = key_hash(&method, &url);
-        let start = self.table.partition_point(|&(k, _)| k < h);
         let mut out = Vec::new();
-        for slot in start..self.table.len() {
-            if self.table[slot].0 != h {
+        let mut slot = self.first_at_least(h)?;
+        while slot < self.count {
+            let (key, start) = self.slot(slot)?;
+            if key != h {
                 break;
             }
-            let record = self.record(slot)?;
+            let end = if slot + 1 < self.count {
+                self.slot(slot + 1)?.1
+            } else {
+                self.records_len
+            };
+            let record = self.record(slot, start, end)?;
             if record.method == method && record.url == url {
                 out.push(self.entry(record)?);
             }
+            slot += 1;
         }
         Ok(out)
     }
 
-    fn record(&self, slot: usize) -> Result<Record, InventoryError> {
-        let start = self.table[slot].1;
-        let end = self
-            .table
-            .get(slot + 1)
-            .map_or(self.records_len, |&(_, o)| o);
-        let bad = |problem: String| InventoryError::Prepared {
-            path: self.path.clone(),
-            problem,
-            fix: REBUILD,
-        };
+    /// The record of table slot `slot`, at `start..end` of the records.
+    fn record(&self, slot: u64, start: u64, end: u64) -> Result<Record, InventoryError> {
+        let bad = |problem: String| self.damaged(problem);
         if start > end || end > self.records_len || end - start > MAX_RECORD {
             return Err(bad(format!(
                 "its table slot {slot} points outside the file"
@@ -414,9 +527,48 @@ impl Prepared {
                 }
                 (path, meta.len())
             }
-            _ => content::check_file(&self.roots, file)?,
+            _ => self.content_file(file)?,
         };
         Ok((path, size.unwrap_or(len)))
+    }
+
+    /// [`content::check_file`] with the file's directory resolved once per
+    /// run: a lookup then costs one `lstat`, not a `readlink` per component
+    /// of the path. The result is the same (the real path of a regular file
+    /// under a root); anything else (a symlink, a missing file, a path
+    /// outside the roots) gets the full check and its message. A directory
+    /// swapped for a symlink later is refused when the body is opened
+    /// (`verify::open` follows no symlink).
+    fn content_file(&self, file: &str) -> Result<(PathBuf, u64), content::FileProblem> {
+        let path = Path::new(file);
+        let plain = path.is_absolute()
+            && path
+                .components()
+                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let (true, Some(parent), Some(name)) = (plain, path.parent(), path.file_name()) else {
+            return content::check_file(&self.roots, file);
+        };
+        let known = self.parents.lock().unwrap().get(parent).cloned();
+        let real_parent = match known {
+            Some(p) => p,
+            None => match fs::canonicalize(parent) {
+                Ok(p) => {
+                    let mut parents = self.parents.lock().unwrap();
+                    if parents.len() < PARENTS {
+                        parents.insert(parent.to_owned(), p.clone());
+                    }
+                    p
+                }
+                Err(_) => return content::check_file(&self.roots, file),
+            },
+        };
+        let real = real_parent.join(name);
+        match fs::symlink_metadata(&real) {
+            Ok(m) if m.file_type().is_file() && self.roots.iter().any(|r| real.starts_with(r)) => {
+                Ok((real, m.len()))
+            }
+            _ => content::check_file(&self.roots, file),
+        }
     }
 }
 
@@ -522,6 +674,74 @@ mod tests {
             assert!(err.contains(&idx.display().to_string()), "{err}");
             assert!(err.contains("buildproxy prepare"), "{err}");
         }
+    }
+
+    #[test]
+    fn a_damaged_table_block_fails_its_lookups_naming_the_file_and_the_fix() {
+        let fx = Fx::new();
+        let idx = fx.prepare(3000);
+        let mut bytes = fs::read(&idx).unwrap();
+        // A record offset in the second block (of three): the directory is
+        // intact, so the file opens; lookups that need the block fail.
+        let blocks = 3000u64.div_ceil(BLOCK) as usize;
+        let at = HEADER + DIR_SLOT * blocks + 16 * (BLOCK as usize + 5) + 9;
+        bytes[at] ^= 1;
+        fs::write(&idx, &bytes).unwrap();
+        let p = Prepared::open(&idx, None, &fx.root()).unwrap();
+        let failed: Vec<String> = (0..3000)
+            .filter_map(|i| p.get("GET", &format!("https://e.org/f/{i}")).err())
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            !failed.is_empty() && failed.len() < 3000,
+            "{}",
+            failed.len()
+        );
+        for err in &failed {
+            assert!(err.contains("table block 1 does not match"), "{err}");
+            assert!(err.contains(&idx.display().to_string()), "{err}");
+            assert!(err.contains("buildproxy prepare"), "{err}");
+        }
+    }
+
+    #[test]
+    fn keys_shared_across_a_block_boundary_are_all_found() {
+        // Every key once, then one key 1,500 times: its records straddle
+        // the first two blocks.
+        let fx = Fx::new();
+        let blob = fx.dir.path().join("root/blob");
+        let entry = |url: &str| {
+            let mut e = Entry::for_test("GET", url, 200, Some(SRI));
+            e.body.as_mut().unwrap().file = Some(blob.clone());
+            e
+        };
+        let mut entries: Vec<Entry> = (0..600)
+            .map(|i| entry(&format!("https://e.org/u/{i}")))
+            .collect();
+        for i in 0..1500 {
+            let mut e = entry("https://e.org/same");
+            e.request_headers.insert("accept".into(), format!("x/{i}"));
+            entries.push(e);
+        }
+        let mut bytes = Vec::new();
+        write(&mut bytes, &entries, None).unwrap();
+        let idx = fx.dir.path().join("same.idx");
+        fs::write(&idx, &bytes).unwrap();
+        let p = Prepared::open(&idx, None, &fx.root()).unwrap();
+        let all = p.candidates("GET", "https://e.org/same").unwrap();
+        assert_eq!(all.len(), 1500);
+        // In the content's order.
+        assert_eq!(all[0].request_headers["accept"], "x/0");
+        assert_eq!(all[1499].request_headers["accept"], "x/1499");
+        for i in 0..600 {
+            assert_eq!(
+                p.candidates("GET", &format!("https://e.org/u/{i}"))
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        assert!(p.get("GET", "https://e.org/none").unwrap().is_none());
     }
 
     #[test]

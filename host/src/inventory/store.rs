@@ -131,15 +131,18 @@ impl Store {
     }
 
     /// The store's prepared index, for replay to open in constant time;
-    /// `None` when there is none or `index.json` was changed after it was
-    /// written (then [`Store::load`] reads `index.json`).
+    /// `None` when there is none, it was written by a buildproxy with
+    /// another format, or `index.json` was changed after it was written
+    /// (then [`Store::load`] reads `index.json`).
     pub fn open_prepared(dir: impl AsRef<Path>) -> Result<Option<Prepared>, InventoryError> {
         let dir = dir.as_ref();
         let dir = fs::canonicalize(dir).map_err(|e| InventoryError::io(dir, "open store", e))?;
         let (json, path) = (dir.join(INDEX), dir.join(PREPARED));
         let modified = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
         match (modified(&json), modified(&path)) {
-            (Some(j), Some(p)) if p >= j => Prepared::open(&path, Some(&dir), &[]).map(Some),
+            (Some(j), Some(p)) if p >= j && prepared::is_current(&path) => {
+                Prepared::open(&path, Some(&dir), &[]).map(Some)
+            }
             _ => Ok(None),
         }
     }
@@ -364,6 +367,24 @@ mod tests {
         let mut want = entries;
         want.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         assert_eq!(Store::load(dir.path()).unwrap(), want);
+    }
+
+    #[test]
+    fn a_prepared_index_of_another_format_falls_back_to_index_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let blob = put_hello(&store);
+        store
+            .write_index(&[entry("https://e.org/a", Some(blob))])
+            .unwrap();
+        assert!(Store::open_prepared(dir.path()).unwrap().is_some());
+        // As an older buildproxy wrote it: version 1.
+        let path = store.dir().join(PREPARED);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        assert!(Store::open_prepared(dir.path()).unwrap().is_none());
+        assert_eq!(Store::load(dir.path()).unwrap().len(), 1);
     }
 
     #[test]

@@ -73,9 +73,28 @@ impl Chain {
         catalog: Arc<Catalog>,
         store: Option<Arc<ContentStore>>,
     ) -> Result<Self, PluginError> {
+        // Each plugin on a thread of its own: loading a compiled plugin is
+        // mostly deserialising it, and a start waits for the slowest one
+        // instead of their sum.
+        let link_one =
+            |spec: &PluginSpec| link(runtime, &spec.name, &spec.bytes, spec.sha256.as_ref());
+        let linked: Vec<_> = std::thread::scope(|s| {
+            let rest: Vec<_> = specs[specs.len().min(1)..]
+                .iter()
+                .map(|spec| s.spawn(move || link_one(spec)))
+                .collect();
+            let first = specs.first().map(link_one);
+            first
+                .into_iter()
+                .chain(
+                    rest.into_iter()
+                        .map(|h| h.join().expect("linking a plugin panicked")),
+                )
+                .collect()
+        });
         let mut plugins = Vec::with_capacity(specs.len());
-        for spec in specs {
-            let pre = link(runtime, &spec.name, &spec.bytes)?;
+        for (spec, pre) in specs.iter().zip(linked) {
+            let pre = pre?;
             plugins.push(Loaded {
                 name: spec.name.as_str().into(),
                 config: spec.config.clone(),
@@ -529,8 +548,9 @@ pub fn link(
     runtime: &Runtime,
     name: &str,
     bytes: &[u8],
+    sha256: Option<&[u8; 32]>,
 ) -> Result<PluginPre<HostState>, PluginError> {
-    let component: Component = runtime.compile(name, bytes)?;
+    let component: Component = runtime.compile(name, bytes, sha256)?;
     let link_err = |e: wasmtime::Error| PluginError::Link {
         name: name.to_string(),
         reason: super::fit::diagnose(&runtime.engine, &component)

@@ -57,6 +57,8 @@ pub struct Runtime {
     pub linker: Linker<HostState>,
     pub limits: Limits,
     cache_dir: Option<PathBuf>,
+    /// The engine's compatibility hash, part of every cache key.
+    compat: u64,
 }
 
 impl Runtime {
@@ -84,7 +86,10 @@ impl Runtime {
                 }
             })
             .map_err(|e| PluginError::Engine(e.to_string()))?;
+        let mut compat = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut compat);
         Ok(Self {
+            compat: compat.finish(),
             engine,
             linker,
             limits,
@@ -104,12 +109,18 @@ impl Runtime {
         Some(base.join("buildproxy/plugins"))
     }
 
-    /// Compiles a component, or loads it from the cache.
-    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+    /// Compiles a component, or loads it from the cache. `sha256`: the
+    /// bytes' SHA-256 when known (bundled plugins), else they are hashed.
+    pub fn compile(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        sha256: Option<&[u8; 32]>,
+    ) -> Result<Component, PluginError> {
         let cached = self
             .cache_dir
             .as_ref()
-            .map(|d| d.join(self.cache_key(bytes)));
+            .map(|d| d.join(self.cache_key(bytes, sha256)));
         // An artifact someone else could have written is native code we
         // did not make: compile instead, and cache nothing there.
         let cached = cached.filter(|path| match super::cache_trust::check(path) {
@@ -161,20 +172,22 @@ impl Runtime {
             name: name.to_string(),
             reason: format!("{e:#}"),
         })?;
-        let path = dir.join(self.cache_key(bytes));
+        let path = dir.join(self.cache_key(bytes, None));
         write_cache(&path, &component)
             .map_err(|e| PluginError::Engine(format!("{}: {e}", path.display())))?;
         Ok(path)
     }
 
-    fn cache_key(&self, bytes: &[u8]) -> String {
-        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
-        self.engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine_hash);
+    /// SHA-256 of (the component's SHA-256, the engine's compatibility
+    /// hash): a start hashes 40 bytes per plugin, not its component.
+    fn cache_key(&self, bytes: &[u8], sha256: Option<&[u8; 32]>) -> String {
+        let component: [u8; 32] = match sha256 {
+            Some(d) => *d,
+            None => Sha256::digest(bytes).into(),
+        };
         let mut h = Sha256::new();
-        h.update(bytes);
-        h.update(engine_hash.finish().to_le_bytes());
+        h.update(component);
+        h.update(self.compat.to_le_bytes());
         let digest = h.finalize();
         let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
         format!("{hex}.cwasm")

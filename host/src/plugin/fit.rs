@@ -153,7 +153,7 @@ mod tests {
 
     fn link_error(wit: &str) -> String {
         let runtime = Runtime::new(Limits::default(), None).unwrap();
-        match chain::link(&runtime, "mine", &component(wit)) {
+        match chain::link(&runtime, "mine", &component(wit), None) {
             Ok(_) => panic!("a component of this WIT links:\n{wit}"),
             Err(e @ PluginError::Link { .. }) => e.to_string(),
             Err(e) => panic!("not a link error: {e}"),
@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn a_component_of_this_wit_links() {
         let runtime = Runtime::new(Limits::default(), None).unwrap();
-        chain::link(&runtime, "mine", &component(WIT)).unwrap();
+        chain::link(&runtime, "mine", &component(WIT), None).unwrap();
     }
 
     #[test]

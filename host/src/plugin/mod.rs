@@ -31,7 +31,9 @@ pub use engine::{Limits, Runtime};
 #[derive(Debug, Clone)]
 pub struct PluginSpec {
     pub name: String,
-    pub bytes: std::sync::Arc<[u8]>,
+    pub bytes: bytes::Bytes,
+    /// The SHA-256 of `bytes`, when known without hashing them (bundled).
+    pub sha256: Option<[u8; 32]>,
     pub config: String,
 }
 
@@ -54,6 +56,7 @@ impl PluginSpec {
         Ok(Self {
             name,
             bytes: bytes.into(),
+            sha256: None,
             config,
         })
     }

@@ -37,7 +37,7 @@ pub fn run(args: ComponentArgs) -> Result<i32> {
         .file_stem()
         .map_or("plugin".into(), |s| s.to_string_lossy().into_owned());
     let runtime = Runtime::new(Limits::default(), None)?;
-    chain::link(&runtime, &name, &component)?;
+    chain::link(&runtime, &name, &component, None)?;
     std::fs::write(&args.output, &component)
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(

@@ -144,7 +144,11 @@ pub async fn start(
     upstream: Option<Upstream>,
     store: Option<Arc<Store>>,
 ) -> Result<Running> {
-    let ca = authority(common)?;
+    // The CA's keys and signature on another thread while the plugins load.
+    let ca = {
+        let common = common.clone();
+        tokio::task::spawn_blocking(move || authority(&common))
+    };
     let limits = limits(common);
     let cache = common
         .plugin_cache
@@ -186,6 +190,7 @@ pub async fn start(
             common.listen
         );
     }
+    let ca = ca.await.context("making the run's CA")??;
     let access = Access::new(common.require_secret).context("making the run's proxy secret")?;
     let listener = TcpListener::bind(common.listen)
         .await
