@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::error::PumpError;
-use crate::inventory::store::BlobWriter;
+use super::sink::BlobSink;
 
 pub type ProxyBody = BoxBody<Bytes, io::Error>;
 
@@ -183,7 +183,7 @@ pub use crate::inventory::nix::{hex, sri};
 pub async fn pump<B>(
     mut body: B,
     tx: mpsc::Sender<io::Result<Bytes>>,
-    mut writer: Option<BlobWriter>,
+    mut sink: Option<BlobSink>,
 ) -> Result<Digested, PumpError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -216,31 +216,21 @@ where
         }
         hasher.update(&data);
         size += data.len() as u64;
-        if let Some(w) = &mut writer {
-            // Page-cache writes of one chunk are quick; the fsync is not, and
-            // happens off the runtime in `finish`.
-            if let Err(e) = w.write(&data) {
-                // Dropping the writer (on return) removes the partial blob.
-                let why = PumpError::Store(e.to_string());
-                let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
-                return Err(why);
-            }
+        if let Some(s) = &mut sink
+            && let Err(e) = s.push(data.clone()).await
+        {
+            // Dropping the sink (on return) removes the partial blob.
+            let why = PumpError::Store(e);
+            let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
+            return Err(why);
         }
         if tx.send(Ok(data)).await.is_err() {
             return Err(PumpError::ClientGone(size));
         }
     }
     let digest = hasher.finalize();
-    let file = match writer {
-        Some(w) => {
-            let hexd = hex(&digest);
-            Some(
-                tokio::task::spawn_blocking(move || w.finish(&hexd))
-                    .await
-                    .map_err(|e| PumpError::Store(e.to_string()))?
-                    .map_err(|e| PumpError::Store(e.to_string()))?,
-            )
-        }
+    let file = match sink {
+        Some(s) => Some(s.finish(hex(&digest)).await.map_err(PumpError::Store)?),
         None => None,
     };
     Ok(Digested {

@@ -33,9 +33,9 @@ use super::error::{self, ExchangeError, PumpError};
 use super::policy::{
     Blob, Fault, FaultReason, Request, RequestOutcome, ResponseHead, Source, Summary,
 };
+use super::sink::BlobSink;
 use super::{InFlight, Proxy, headers};
 use crate::catalog::BlobRef;
-use crate::inventory::store::BlobWriter;
 
 /// Where a request is going: scheme and authority, known from the tunnel or
 /// the absolute-form URI.
@@ -100,7 +100,7 @@ enum Answer {
 struct Pump {
     incoming: body::Idle<Incoming>,
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    writer: Option<BlobWriter>,
+    sink: Option<BlobSink>,
 }
 
 pub async fn handle<B>(
@@ -131,7 +131,7 @@ where
             pump,
         }) => {
             tokio::spawn(async move {
-                let result = body::pump(pump.incoming, pump.tx, pump.writer).await;
+                let result = body::pump(pump.incoming, pump.tx, pump.sink).await;
                 flow.finish_streamed(head, result, source).await;
             });
             resp
@@ -273,6 +273,28 @@ impl Flow {
             return buffered::respond(self, outcome.head, src, source, &outcome.want_body).await;
         }
         local::respond(self, outcome.head, src, source)
+    }
+
+    /// Where an upstream body with this status goes in the content store
+    /// (`--store`), streamed or buffered alike: a GET's 2xx body, the only
+    /// kind capture records with its body. A store that cannot take it is
+    /// this URL's failure (listed at the end); the client still gets it.
+    fn blob_sink(&self, status: u16) -> Option<BlobSink> {
+        let store = self.proxy.store.as_ref()?;
+        if self.method != Method::GET || !(200..=299).contains(&status) {
+            return None;
+        }
+        match store.begin() {
+            Ok(w) => Some(BlobSink::new(w)),
+            Err(e) => {
+                self.proxy.catalog.record_failure(
+                    &self.request.method,
+                    &self.request.url,
+                    format!("content store: {e}"),
+                );
+                None
+            }
+        }
     }
 
     /// Whether the answer to this request carries no body.
