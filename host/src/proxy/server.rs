@@ -104,6 +104,9 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: Arc<Peer>) {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Encrypted bytes a client connection may hold unsent (rustls's limit).
+const TLS_WRITE_BUFFER: usize = 1 << 20;
+
 /// Returns once the first bytes are either the whole h2 preface or not a
 /// prefix of it (any HTTP/1.1 request): what hyper needs to pick.
 async fn whole_preface_or_not(stream: &TcpStream) {
@@ -219,7 +222,7 @@ where
             return;
         }
     };
-    let tls = match tokio::time::timeout(limit, start.into_stream(config)).await {
+    let mut tls = match tokio::time::timeout(limit, start.into_stream(config)).await {
         Err(_) => {
             tracing::warn!("CONNECT {authority}: the TLS handshake with the client stalled");
             return;
@@ -237,6 +240,10 @@ where
             return;
         }
     };
+    // rustls takes 64 KiB of a body at a time by default: one `writev` (and
+    // one wake-up of the client) per four records. A body chunk (hyper
+    // hands on up to 400 KiB) goes out in one.
+    tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_BUFFER));
     let p = proxy.clone();
     let activity = Arc::new(Activity::default());
     let a = activity.clone();
