@@ -126,7 +126,7 @@ async fn whole_preface_or_not(stream: &TcpStream) {
 
 async fn route(
     proxy: Arc<Proxy>,
-    mut req: hyper::Request<Incoming>,
+    req: hyper::Request<Incoming>,
     peer: Arc<Peer>,
 ) -> Response<ProxyBody> {
     if !proxy.access.admits(req.headers(), &peer) {
@@ -142,15 +142,21 @@ async fn route(
     if req.method() == Method::CONNECT {
         return connect(proxy, req, peer);
     }
-    // Which client this is, for its redirect chains (`redirects`).
-    req.extensions_mut().insert(peer);
     let uri = req.uri();
     match (uri.scheme_str(), uri.authority()) {
         (Some(scheme @ ("http" | "https")), Some(authority)) => {
             let (host, port) = split_authority(authority);
             let scheme = if scheme == "https" { "https" } else { "http" };
             let port = port.or(Some(if scheme == "https" { 443 } else { 80 }));
-            exchange::handle(proxy, req, Target { scheme, host, port }).await
+            // Which client this is, for its redirect chains (`redirects`).
+            let client = Some(peer);
+            let target = Target {
+                scheme,
+                host: host.into(),
+                port,
+                client,
+            };
+            exchange::handle(proxy, req, target).await
         }
         _ => error::respond(
             StatusCode::BAD_REQUEST,
@@ -247,13 +253,14 @@ where
     let p = proxy.clone();
     let activity = Arc::new(Activity::default());
     let a = activity.clone();
-    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+    let host: Arc<str> = host.into();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
         let (p, a) = (p.clone(), a.clone());
-        req.extensions_mut().insert(peer.clone());
         let target = Target {
             scheme: "https",
             host: host.clone(),
             port: port.or(Some(443)),
+            client: Some(peer.clone()),
         };
         async move {
             let _running = a.begin();

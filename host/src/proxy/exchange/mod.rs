@@ -38,12 +38,13 @@ use super::{InFlight, Proxy, headers};
 use crate::catalog::BlobRef;
 
 /// Where a request is going: scheme and authority, known from the tunnel or
-/// the absolute-form URI.
-#[derive(Debug, Clone)]
+/// the absolute-form URI; and who sent it, for its redirect chains.
+#[derive(Clone)]
 pub struct Target {
     pub scheme: &'static str,
-    pub host: String,
+    pub host: Arc<str>,
     pub port: Option<u16>,
+    pub client: Option<Arc<Peer>>,
 }
 
 /// The per-exchange context that travels through the phases.
@@ -131,6 +132,7 @@ where
             pump,
         }) => {
             tokio::spawn(async move {
+                let mut flow = flow;
                 let result = body::pump(pump.incoming, pump.tx, pump.sink).await;
                 flow.finish_streamed(head, result, source).await;
             });
@@ -144,7 +146,7 @@ impl Flow {
     fn new(proxy: Arc<Proxy>, parts: &http::request::Parts, target: &Target) -> Self {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let url = super::url::absolute(target.scheme, &target.host, target.port, path);
-        let client = parts.extensions.get::<Arc<Peer>>().cloned();
+        let client = target.client.clone();
         let request = Request {
             method: parts.method.as_str().to_string(),
             chain: proxy
@@ -303,7 +305,7 @@ impl Flow {
     }
 
     async fn finish_streamed(
-        &self,
+        &mut self,
         head: ResponseHead,
         result: Result<Digested, PumpError>,
         source: Source,
@@ -364,8 +366,9 @@ impl Flow {
         }
     }
 
+    /// The exchange's last step: its request moves into the summary.
     async fn complete(
-        &self,
+        &mut self,
         head: Option<ResponseHead>,
         body: Option<Blob>,
         error: Option<String>,
@@ -379,19 +382,19 @@ impl Flow {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let summary = Summary {
-            request: self.request.clone(),
-            sent_url: self.sent_url.clone(),
+            request: std::mem::take(&mut self.request),
+            sent_url: std::mem::take(&mut self.sent_url),
             head,
             body,
             error,
             source,
-            request_body: self.request_body.clone(),
+            request_body: self.request_body.take(),
         };
         self.proxy.policy.on_complete(self.id, &summary).await;
     }
 
     /// The one place a failed exchange is answered, logged and completed.
-    async fn fail(&self, e: ExchangeError) -> Response<ProxyBody> {
+    async fn fail(&mut self, e: ExchangeError) -> Response<ProxyBody> {
         let (method, url) = (&self.request.method, &self.request.url);
         let (status, side) = (e.status(), e.side());
         tracing::warn!("{method} {url}: {side:?} error: {e}");
