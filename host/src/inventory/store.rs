@@ -344,7 +344,7 @@ impl BlobWriter {
         let data = d.filled();
         let mut done = 0;
         while done < data.len() {
-            match (&*self.tmp.as_file()).write(&data[done..]) {
+            match self.tmp.as_file().write(&data[done..]) {
                 Ok(0) => return Err(self.failed(io::ErrorKind::WriteZero.into())),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
