@@ -191,6 +191,10 @@ where
 {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    // With a store, the last chunk is held back until the blob is written
+    // whole (the store writes behind the stream, see `sink`): a store that
+    // fails ends the client's body with an error, never cleanly.
+    let mut held: Option<Bytes> = None;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
@@ -216,23 +220,42 @@ where
         }
         hasher.update(&data);
         size += data.len() as u64;
-        if let Some(s) = &mut sink
-            && let Err(e) = s.push(data.clone()).await
-        {
-            // Dropping the sink (on return) removes the partial blob.
-            let why = PumpError::Store(e);
-            let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
-            return Err(why);
-        }
+        let data = match &mut sink {
+            None => data,
+            Some(s) => {
+                if let Err(e) = s.push(data.clone()).await {
+                    // Dropping the sink (on return) removes the partial blob.
+                    let why = PumpError::Store(e);
+                    let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
+                    return Err(why);
+                }
+                match held.replace(data) {
+                    Some(previous) => previous,
+                    None => continue,
+                }
+            }
+        };
         if tx.send(Ok(data)).await.is_err() {
             return Err(PumpError::ClientGone(size));
         }
     }
     let digest = hasher.finalize();
     let file = match sink {
-        Some(s) => Some(s.finish(hex(&digest)).await.map_err(PumpError::Store)?),
+        Some(s) => match s.finish(hex(&digest)).await {
+            Ok(path) => Some(path),
+            Err(e) => {
+                let why = PumpError::Store(e);
+                let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
+                return Err(why);
+            }
+        },
         None => None,
     };
+    if let Some(last) = held
+        && tx.send(Ok(last)).await.is_err()
+    {
+        return Err(PumpError::ClientGone(size));
+    }
     Ok(Digested {
         sri: sri(&digest),
         size,
