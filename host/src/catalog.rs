@@ -220,13 +220,16 @@ impl Catalog {
 
     /// Every representation of `method url` (content negotiation).
     pub fn representations(&self, method: &str, url: &str) -> Vec<Entry> {
-        let found: Vec<Entry> = self
-            .index
-            .read()
-            .unwrap()
-            .representations(method, url)
-            .cloned()
-            .collect();
+        let found: Vec<Entry> = {
+            let index = self.index.read().unwrap();
+            // Replay from a prepared file: the index is empty, and
+            // normalising the URL for it would be wasted.
+            if index.is_empty() {
+                Vec::new()
+            } else {
+                index.representations(method, url).cloned().collect()
+            }
+        };
         if found.is_empty() {
             self.prepared_candidates(method, url)
         } else {
@@ -244,12 +247,17 @@ impl Catalog {
         };
         match prepared.candidates(method, url) {
             Ok(entries) => {
-                for body in entries.iter().filter_map(|e| e.body.as_ref()) {
-                    self.blobs
-                        .write()
-                        .unwrap()
-                        .entry(blob_id(body))
-                        .or_insert_with(|| blob_ref(body));
+                let bodies = entries.iter().filter_map(|e| e.body.as_ref());
+                // Known already (a URL asked for again): a read lock.
+                let known = {
+                    let blobs = self.blobs.read().unwrap();
+                    bodies.clone().all(|b| blobs.contains_key(&blob_id(b)))
+                };
+                if !known {
+                    let mut blobs = self.blobs.write().unwrap();
+                    for body in bodies {
+                        blobs.entry(blob_id(body)).or_insert_with(|| blob_ref(body));
+                    }
                 }
                 entries
             }

@@ -7,6 +7,7 @@ use buildproxy::cli::{Cli, Command};
 use buildproxy::run;
 
 fn main() {
+    tune_malloc();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -44,4 +45,19 @@ fn main() {
     // Background tasks (the listener, the epoch ticker) end with the process.
     runtime.shutdown_background();
     std::process::exit(code);
+}
+
+/// glibc returns freed memory at the top of a heap to the kernel once more
+/// than 128 KiB is free there, and serves large allocations with fresh
+/// mappings: a body streaming through the proxy allocates and frees its
+/// buffers (TLS records, read buffers) hundreds of KiB at a time, and every
+/// round paid page faults for memory it had just given back (58,000 per
+/// captured GiB). Fixed thresholds keep a few MiB for reuse instead.
+fn tune_malloc() {
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // thread starts.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+    }
 }

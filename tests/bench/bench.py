@@ -49,9 +49,9 @@ Workloads:
       another client) against the same proxy while nobody asks for
       `/boom`: the rate unrelated requests keep.
 
-`--before BIN` adds a second build to W1 and W2 ("buildproxy before"), in
-the same rounds: e.g. the release build of the commit before a change, to
-show what the change costs.
+`--before NAME=BIN` (repeatable) adds another build to W1, W2, W4, W5 and
+W6 as "buildproxy NAME", in the same rounds: e.g. the release build of the
+commit before a change, to show what the change did.
 
 Prints a table of medians with ratios to direct, writes every raw number to
 tests/bench/results/<date>-<host>.json. Speed is only ever reported here,
@@ -180,8 +180,13 @@ class Bench:
         for d in (self.data, self.pki, self.logs, self.scratch):
             d.mkdir(parents=True, exist_ok=True)
         self.big_size = args.size_mib << 20
-        before = getattr(args, "before", None)
-        self.before = Path(before).resolve() if before else None
+        # {NAME: binary} of --before NAME=BIN
+        self.before = {}
+        for spec in getattr(args, "before", None) or []:
+            name, _, path = spec.partition("=")
+            if not path:
+                raise SystemExit(f"--before {spec}: give NAME=BIN")
+            self.before[name] = Path(path).resolve()
         fixtures = getattr(args, "fixtures", None)
         self.fixtures = Path(fixtures).resolve() if fixtures else None
 
@@ -334,10 +339,9 @@ http {{
         self.warm_cache = self.work / "plugin-cache"
         shutil.rmtree(self.warm_cache, ignore_errors=True)
         # Artifacts are named by the component's hash: builds share the cache.
-        for b in (self.bin, self.before):
-            if b:
-                subprocess.run([str(b), "plugins", "--precompile", str(self.warm_cache)],
-                               check=True, capture_output=True)
+        for b in (self.bin, *self.before.values()):
+            subprocess.run([str(b), "plugins", "--precompile", str(self.warm_cache)],
+                           check=True, capture_output=True)
 
     # ------------------------------------------------------------ processes
 
@@ -404,9 +408,9 @@ http {{
         procs["buildproxy"], bp_url = self.start_replay()
         procs["buildproxy --store"], st_url = self.start_replay_store()
         proxies = {"direct": None, "buildproxy": bp_url, "buildproxy --store": st_url}
-        if self.before:
-            procs["buildproxy before"], proxies["buildproxy before"] = self.start_replay(
-                self.before, "buildproxy-replay-before")
+        for name, binary in self.before.items():
+            procs[f"buildproxy {name}"], proxies[f"buildproxy {name}"] = self.start_replay(
+                binary, f"buildproxy-replay-{name}")
         if not self.args.no_mitm:
             procs["mitm"], proxies["mitm"] = self.start_mitm()
         return proxies, procs
@@ -586,7 +590,7 @@ http {{
             exports_all.append(self.exports_time(self.warm_cache, self.content))
         return {"runs": runs, "exports_warm": exports, "exports_warm_all_entries": exports_all}
 
-    def capture_once(self, store=True):
+    def capture_once(self, store=True, binary=None):
         """The big file through `buildproxy capture --store` (COMMAND is a
         shell that runs curl via the exported proxy, then reads the proxy's
         VmHWM, since the proxy exits with it); without `--store` when
@@ -599,7 +603,8 @@ http {{
             f'grep -E "^VmHWM" /proc/$PPID/status >> "{result}" && '
             f'cut -d" " -f14,15 /proc/$PPID/stat >> "{result}"'
         )
-        cmd = [str(self.bin), "capture", *(["--store", str(d / "store")] if store else []),
+        cmd = [str(binary or self.bin), "capture",
+               *(["--store", str(d / "store")] if store else []),
                "--output", str(d / "proxy_content.nix"), "--upstream-ca", str(self.ca_cert),
                *self.bp_common(), "--", "sh", "-c", script]
         t0 = time.perf_counter()
@@ -622,11 +627,15 @@ http {{
                 "cpu_s": (utime + stime) / os.sysconf("SC_CLK_TCK")}
 
     def w4(self):
+        befores = {f"buildproxy {name}": b for name, b in self.before.items()}
+
         def measure(s):
             if s == "direct":
                 return self.big(None)
+            if s in befores:
+                return self.capture_once(binary=befores[s])
             return self.capture_once(store=s == "buildproxy")
-        systems = ["direct", "buildproxy", "buildproxy, no --store"]
+        systems = ["direct", "buildproxy", "buildproxy, no --store", *befores]
         return {"runs": self.rounds("W4", systems, measure)}
 
     def w5(self):
@@ -636,6 +645,11 @@ http {{
             ["proxy", "--upstream-ca", str(self.ca_cert), "--no-default-plugins"],
             "buildproxy-proxy-bare")
         proxies = {"direct": None, "bundled chain": bundled_url, "no plugins": bare_url}
+        procs = {"bundled chain": bundled, "no plugins": bare}
+        for name, binary in self.before.items():
+            procs[f"bundled chain, {name}"], proxies[f"bundled chain, {name}"] = \
+                self.start_buildproxy(["proxy", "--upstream-ca", str(self.ca_cert)],
+                                      f"buildproxy-proxy-{name}", binary)
         systems = list(proxies)
         for s in systems:
             self.many(proxies[s], 1)
@@ -643,10 +657,7 @@ http {{
         for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
             out[kind] = {"runs": self.rounds(f"W5 {kind}", systems,
                                              lambda s: self.many(proxies[s], conns))}
-        out["proxy"] = {"bundled chain": proc_status(bundled.pid),
-                        "no plugins": proc_status(bare.pid)}
-        self.stop(bundled)
-        self.stop(bare)
+        out["proxy"] = self.stop_systems(procs)
         return out
 
     # ------------------------------------------------- W6: content size
@@ -675,11 +686,11 @@ http {{
                         "--allow-root", str(self.data)], check=True, capture_output=True)
         return json_path, prepared
 
-    def replay_start(self, content):
+    def replay_start(self, content, binary=None):
         """exec -> listening of `replay --content content` (a fresh CA, as a
         build's replay has), and its peak RSS then."""
         port = free_port()
-        cmd = [str(self.bin), "replay", "--content", str(content), "--allow-root",
+        cmd = [str(binary or self.bin), "replay", "--content", str(content), "--allow-root",
                str(self.data), "--proxy-loopback", "--listen", f"127.0.0.1:{port}"]
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -691,31 +702,56 @@ http {{
         self.stop(p)
         return {"ms": (t1 - t0) * 1000, "vmhwm_kib": rss}
 
-    def w6(self):
-        one = self.work / "content-one.prepared"
-        subprocess.run([str(self.bin), "prepare", str(self.content_one), "--output", str(one),
+    def prepare_with(self, binary, content_json, out):
+        """`buildproxy prepare` by `binary` (each build reads its own format)."""
+        subprocess.run([str(binary), "prepare", str(content_json), "--output", str(out),
                         "--allow-root", str(self.data)], check=True, capture_output=True)
+        return out
+
+    def w6(self):
+        builds = {None: self.bin, **self.before}
+        ones = {}
+        for name, b in list(builds.items()):
+            try:
+                ones[name] = self.prepare_with(
+                    b, self.content_one,
+                    self.work / f"content-one{'.' + name if name else ''}.prepared")
+            except subprocess.CalledProcessError:
+                if name is None:
+                    raise
+                log(f"W6: {name} has no `buildproxy prepare`; left out")
+                del builds[name]
         out = {}
         for n in W6_SIZES:
             json_path, prepared = self.sized_content(n)
-            contents = {"1 entry (floor)": one, f"prepared {n}": prepared,
-                        f"JSON {n}": json_path}
-            for c in contents.values():  # page cache
-                self.replay_start(c)
+            # (content, binary) per system
+            contents = {"1 entry (floor)": (ones[None], None),
+                        f"prepared {n}": (prepared, None), f"JSON {n}": (json_path, None)}
+            for name, b in builds.items():
+                if name is None:
+                    continue
+                contents[f"1 entry, {name}"] = (ones[name], b)
+                contents[f"prepared {n}, {name}"] = (
+                    self.prepare_with(b, json_path, self.work / f"content-{n}.{name}.prepared"),
+                    b)
+            for c, b in contents.values():  # page cache
+                self.replay_start(c, b)
             start = self.rounds(f"W6 start {n}", list(contents),
-                                lambda s: self.replay_start(contents[s]))
-            bp, bp_url = self.start_buildproxy(
-                ["replay", "--content", str(prepared), "--allow-root", str(self.data)],
-                f"buildproxy-replay-{n}")
-            proxies = {"direct": None, "buildproxy": bp_url}
+                                lambda s: self.replay_start(*contents[s]))
+            procs, proxies = {}, {"direct": None}
+            for name, b in builds.items():
+                system = f"buildproxy {name}" if name else "buildproxy"
+                procs[system], proxies[system] = self.start_buildproxy(
+                    ["replay", "--content", str(contents[f"prepared {n}" + (
+                        f", {name}" if name else "")][0]), "--allow-root", str(self.data)],
+                    f"buildproxy-replay-{n}{'-' + name if name else ''}", b)
             count = min(n, self.args.small_count)
             for s in proxies:
                 self.many(proxies[s], 1, count)
             lookup = self.rounds(f"W6 lookup {n}", list(proxies),
                                  lambda s: self.many(proxies[s], 1, count))
-            rss = proc_status(bp.pid)
-            self.stop(bp)
-            out[str(n)] = {"start": start, "lookup": lookup, "proxy": {"buildproxy": rss}}
+            out[str(n)] = {"start": start, "lookup": lookup,
+                           "proxy": self.stop_systems(procs)}
         return out
 
     # ------------------------------------------- W9: a plugin that loops
@@ -1182,6 +1218,26 @@ def summarise(results):
         for kind in ("seq", "par"):
             against_floor(f"W9 {kind}, a plugin loops on another URL", w["W9"][kind]["runs"],
                           "req_s", "req/s", None, TARGETS["W9"], "while a plugin loops")
+    # Builds measured in the same rounds (--before): this build's median
+    # per-round ratio to each.
+    def against_builds(work, runs, key, unit, this="buildproxy"):
+        for other in runs:
+            if other == this or not other.startswith(this + " "):
+                continue
+            if not runs[other] or key not in runs[other][0]:
+                continue
+            rows.append({"workload": work, "system": f"{this} ÷ {other.split(' ', 1)[1]}",
+                         "median": None, "unit": unit,
+                         "ratio": paired_ratio(runs, this, key, other),
+                         "vmhwm_kib": None, "cpu": None, "target": ""})
+
+    if "W1" in w:
+        against_builds("W1 1 GiB replay", w["W1"]["runs"], "mib_s", "MiB/s")
+    if "W2" in w:
+        against_builds("W2 seq 2k×4 KiB", w["W2"]["seq"]["runs"], "req_s", "req/s")
+        against_builds("W2 par (8 conns)", w["W2"]["par"]["runs"], "req_s", "req/s")
+    if "W4" in w:
+        against_builds("W4 1 GiB capture, CPU-s", w["W4"]["runs"], "cpu_s", "CPU-s")
     if "W7" in w:
         for n, r in w["W7"].items():
             against_floor(f"W7 Nix eval {n} entries", r["runs"], "cpu_s", "CPU-s", None,
@@ -1218,7 +1274,8 @@ def print_table(rows):
             "target"]
     lines = [head]
     for r in rows:
-        med = f"{r['median']:.0f} {r['unit']}" if r["unit"] == "req/s" else \
+        med = "" if r["median"] is None else \
+            f"{r['median']:.0f} {r['unit']}" if r["unit"] == "req/s" else \
             f"{r['median']:.2f} {r['unit']}" if r["unit"] == "CPU-s" else \
             f"{r['median']:.1f} {r['unit']}"
         lines.append([r["workload"], r["system"], med,
@@ -1258,7 +1315,8 @@ def main():
     ap.add_argument("--no-mitm", action="store_true", help="skip the mitmproxy incumbent")
     ap.add_argument("--build", default="", help="which build --bin is (run.sh says)")
     ap.add_argument("--note", default="", help="free text stored with the results")
-    ap.add_argument("--before", help="another buildproxy binary measured beside --bin in W1/W2")
+    ap.add_argument("--before", action="append", metavar="NAME=BIN",
+                    help="another buildproxy build measured beside --bin (W1, W2, W4, W5, W6)")
     ap.add_argument("--fixtures", help="the directory holding misbehave.wasm and replay.wasm (W9)")
     args = ap.parse_args()
     if args.runs < 3:
@@ -1276,7 +1334,7 @@ def main():
                                      / (1 << 30), 1),
                     "loadavg_start": os.getloadavg()},
         "versions": {"buildproxy": args.build or str(b.bin),
-                     "buildproxy before": args.before,
+                     "before": args.before,
                      "nginx": version(["nginx", "-v"]), "curl": version(["curl", "--version"]),
                      "git": version(["git", "--version"]),
                      "mitmproxy": version([args.mitmdump, "--version"]) if args.mitmdump else
@@ -1299,7 +1357,11 @@ def main():
         b.precompile()
         for w in only:
             log(f"--- {w}")
-            results["workloads"][w] = getattr(b, w.lower())()
+            try:
+                results["workloads"][w] = getattr(b, w.lower())()
+            except Exception as e:  # the other workloads' numbers are kept
+                log(f"{w} failed: {e!r}")
+                results.setdefault("failed", {})[w] = repr(e)
     finally:
         b.stop_all()
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -1311,6 +1373,8 @@ def main():
     print()
     print_table(results["summary"])
     print()
+    for w, why in results.get("failed", {}).items():
+        print(f"{w} FAILED: {why}")
     print(f"binary: {b.bin} ({b.bin.stat().st_size / (1 << 20):.1f} MiB)")
     out = Path(args.results)
     out.mkdir(parents=True, exist_ok=True)

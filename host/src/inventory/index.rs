@@ -44,6 +44,10 @@ impl Index {
         self.entries.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The entry recorded for `method url`, after normalising both: the
     /// representation without selecting request headers if there is one,
     /// else the first recorded.

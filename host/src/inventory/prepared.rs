@@ -228,7 +228,7 @@ pub struct Prepared {
     /// Per block: its first key and its SHA-256.
     directory: Vec<(u64, [u8; 32])>,
     /// Per block: its (key_hash, record_offset) slots, once read and checked.
-    blocks: Vec<OnceLock<Box<[(u64, u64)]>>>,
+    blocks: Vec<OnceLock<Slots>>,
     table_offset: u64,
     records_offset: u64,
     records_len: u64,
@@ -239,6 +239,9 @@ pub struct Prepared {
     /// a lookup resolves one name, not every component of its path.
     parents: Mutex<HashMap<PathBuf, PathBuf>>,
 }
+
+/// A table block: (key_hash, record_offset) per entry.
+type Slots = Box<[(u64, u64)]>;
 
 /// Directories [`Prepared::parents`] remembers at most.
 const PARENTS: usize = 4096;

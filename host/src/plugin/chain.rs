@@ -328,6 +328,13 @@ impl Chain {
         req: &Request,
         head: ResponseHead,
     ) -> Result<ResponseOutcome, Fault> {
+        // No plugin has an opinion (replay's chain): nothing to convert.
+        if self.wanting(HooksWanted::ON_RESPONSE).next().is_none() {
+            return Ok(ResponseOutcome {
+                head,
+                want_body: Vec::new(),
+            });
+        }
         let mut req: wit::Request = req.clone().into();
         let mut head: wit::ResponseHead = head.into();
         let mut want_body = Vec::new();
@@ -403,6 +410,9 @@ impl Chain {
     /// `on-complete` on every plugin. A fault here cannot fail the exchange
     /// (the client has its answer), so it is logged.
     async fn complete(&self, id: u64, summary: &Summary) {
+        if self.wanting(HooksWanted::ON_COMPLETE).next().is_none() {
+            return;
+        }
         let mut exchange = wit::Exchange::from(summary);
         for p in self.wanting(HooksWanted::ON_COMPLETE) {
             let mut l = match self.lease(p, Some(id)).await {

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::error::PumpError;
-use crate::inventory::store::BlobWriter;
+use super::sink::BlobSink;
 
 pub type ProxyBody = BoxBody<Bytes, io::Error>;
 
@@ -183,7 +183,7 @@ pub use crate::inventory::nix::{hex, sri};
 pub async fn pump<B>(
     mut body: B,
     tx: mpsc::Sender<io::Result<Bytes>>,
-    mut writer: Option<BlobWriter>,
+    mut sink: Option<BlobSink>,
 ) -> Result<Digested, PumpError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -191,6 +191,10 @@ where
 {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
+    // With a store, the last chunk is held back until the blob is written
+    // whole (the store writes behind the stream, see `sink`): a store that
+    // fails ends the client's body with an error, never cleanly.
+    let mut held: Option<Bytes> = None;
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
@@ -216,33 +220,42 @@ where
         }
         hasher.update(&data);
         size += data.len() as u64;
-        if let Some(w) = &mut writer {
-            // Page-cache writes of one chunk are quick; the fsync is not, and
-            // happens off the runtime in `finish`.
-            if let Err(e) = w.write(&data) {
-                // Dropping the writer (on return) removes the partial blob.
-                let why = PumpError::Store(e.to_string());
-                let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
-                return Err(why);
+        let data = match &mut sink {
+            None => data,
+            Some(s) => {
+                if let Err(e) = s.push(data.clone()).await {
+                    // Dropping the sink (on return) removes the partial blob.
+                    let why = PumpError::Store(e);
+                    let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
+                    return Err(why);
+                }
+                match held.replace(data) {
+                    Some(previous) => previous,
+                    None => continue,
+                }
             }
-        }
+        };
         if tx.send(Ok(data)).await.is_err() {
             return Err(PumpError::ClientGone(size));
         }
     }
     let digest = hasher.finalize();
-    let file = match writer {
-        Some(w) => {
-            let hexd = hex(&digest);
-            Some(
-                tokio::task::spawn_blocking(move || w.finish(&hexd))
-                    .await
-                    .map_err(|e| PumpError::Store(e.to_string()))?
-                    .map_err(|e| PumpError::Store(e.to_string()))?,
-            )
-        }
+    let file = match sink {
+        Some(s) => match s.finish(hex(&digest)).await {
+            Ok(path) => Some(path),
+            Err(e) => {
+                let why = PumpError::Store(e);
+                let _ = tx.send(Err(io::Error::other(why.to_string()))).await;
+                return Err(why);
+            }
+        },
         None => None,
     };
+    if let Some(last) = held
+        && tx.send(Ok(last)).await.is_err()
+    {
+        return Err(PumpError::ClientGone(size));
+    }
     Ok(Digested {
         sri: sri(&digest),
         size,

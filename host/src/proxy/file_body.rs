@@ -14,6 +14,7 @@
 //! the client never sees a clean end of wrong bytes.
 
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,27 +84,35 @@ pub fn serve(
     Ok(body.boxed())
 }
 
-fn small(mut o: Opened, size: u64, start: u64, len: u64) -> Result<ProxyBody, VerifyError> {
-    let read = |f: &mut std::fs::File, from: u64, n: u64| -> Result<Vec<u8>, VerifyError> {
-        let err = |err| VerifyError::Read {
-            path: o.path.clone(),
-            err,
-        };
-        f.seek(SeekFrom::Start(from)).map_err(err)?;
-        let mut buf = Vec::with_capacity(n as usize);
-        f.take(n).read_to_end(&mut buf).map_err(err)?;
-        if (buf.len() as u64) < n {
-            return Err(VerifyError::Short {
-                path: o.path.clone(),
-                size,
-            });
+fn small(o: Opened, size: u64, start: u64, len: u64) -> Result<ProxyBody, VerifyError> {
+    // `pread`: one call, no `lseek`.
+    let read = |f: &std::fs::File, from: u64, n: u64| -> Result<Vec<u8>, VerifyError> {
+        let mut buf = vec![0u8; n as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], from + got as u64) {
+                Ok(0) => {
+                    return Err(VerifyError::Short {
+                        path: o.path.clone(),
+                        size,
+                    });
+                }
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    return Err(VerifyError::Read {
+                        path: o.path.clone(),
+                        err,
+                    });
+                }
+            }
         }
         Ok(buf)
     };
     match o.expect {
-        None => Ok(body::full(read(&mut o.file, start, len)?)),
+        None => Ok(body::full(read(&o.file, start, len)?)),
         Some(expect) => {
-            let all = read(&mut o.file, 0, size)?;
+            let all = read(&o.file, 0, size)?;
             let mut h = Hasher::new(expect);
             h.update(&all);
             h.check(&o.path)?;

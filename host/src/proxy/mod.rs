@@ -15,6 +15,7 @@ pub mod policy;
 pub mod idle;
 pub mod redirects;
 pub mod server;
+pub mod sink;
 pub mod stall;
 pub mod url;
 

@@ -25,7 +25,7 @@ pub type Headers = Vec<(String, Vec<u8>)>;
 /// A boxed future: [`Policy`] is used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Request {
     /// Upper-case method, e.g. `GET`.
     pub method: String,

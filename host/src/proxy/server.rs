@@ -104,6 +104,9 @@ async fn serve_client(proxy: Arc<Proxy>, stream: TcpStream, peer: Arc<Peer>) {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Encrypted bytes a client connection may hold unsent (rustls's limit).
+const TLS_WRITE_BUFFER: usize = 1 << 20;
+
 /// Returns once the first bytes are either the whole h2 preface or not a
 /// prefix of it (any HTTP/1.1 request): what hyper needs to pick.
 async fn whole_preface_or_not(stream: &TcpStream) {
@@ -123,7 +126,7 @@ async fn whole_preface_or_not(stream: &TcpStream) {
 
 async fn route(
     proxy: Arc<Proxy>,
-    mut req: hyper::Request<Incoming>,
+    req: hyper::Request<Incoming>,
     peer: Arc<Peer>,
 ) -> Response<ProxyBody> {
     if !proxy.access.admits(req.headers(), &peer) {
@@ -139,15 +142,21 @@ async fn route(
     if req.method() == Method::CONNECT {
         return connect(proxy, req, peer);
     }
-    // Which client this is, for its redirect chains (`redirects`).
-    req.extensions_mut().insert(peer);
     let uri = req.uri();
     match (uri.scheme_str(), uri.authority()) {
         (Some(scheme @ ("http" | "https")), Some(authority)) => {
             let (host, port) = split_authority(authority);
             let scheme = if scheme == "https" { "https" } else { "http" };
             let port = port.or(Some(if scheme == "https" { 443 } else { 80 }));
-            exchange::handle(proxy, req, Target { scheme, host, port }).await
+            // Which client this is, for its redirect chains (`redirects`).
+            let client = Some(peer);
+            let target = Target {
+                scheme,
+                host: host.into(),
+                port,
+                client,
+            };
+            exchange::handle(proxy, req, target).await
         }
         _ => error::respond(
             StatusCode::BAD_REQUEST,
@@ -219,7 +228,7 @@ where
             return;
         }
     };
-    let tls = match tokio::time::timeout(limit, start.into_stream(config)).await {
+    let mut tls = match tokio::time::timeout(limit, start.into_stream(config)).await {
         Err(_) => {
             tracing::warn!("CONNECT {authority}: the TLS handshake with the client stalled");
             return;
@@ -237,16 +246,21 @@ where
             return;
         }
     };
+    // rustls takes 64 KiB of a body at a time by default: one `writev` (and
+    // one wake-up of the client) per four records. A body chunk (hyper
+    // hands on up to 400 KiB) goes out in one.
+    tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_BUFFER));
     let p = proxy.clone();
     let activity = Arc::new(Activity::default());
     let a = activity.clone();
-    let service = service_fn(move |mut req: hyper::Request<Incoming>| {
+    let host: Arc<str> = host.into();
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
         let (p, a) = (p.clone(), a.clone());
-        req.extensions_mut().insert(peer.clone());
         let target = Target {
             scheme: "https",
             host: host.clone(),
             port: port.or(Some(443)),
+            client: Some(peer.clone()),
         };
         async move {
             let _running = a.begin();

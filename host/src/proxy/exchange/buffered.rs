@@ -44,7 +44,7 @@ pub(super) async fn respond(
             {
                 Ok(c) => {
                     let bytes = c.to_bytes();
-                    let d = store(flow, &bytes).await;
+                    let d = store(flow, head.status, &bytes).await;
                     (bytes, Some(d))
                 }
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -129,22 +129,17 @@ pub(super) async fn respond(
     })
 }
 
-/// Hashes (and stores, with `--store`) a body that was buffered.
-async fn store(flow: &Flow, bytes: &[u8]) -> Blob {
+/// Hashes (and stores, with `--store`, the way a streamed body is) a body
+/// that was buffered.
+async fn store(flow: &Flow, status: u16, bytes: &Bytes) -> Blob {
     let sha = Sha256::digest(bytes);
     let sri = body::sri(&sha);
     let mut file = None;
-    if let Some(store) = flow.proxy.store.clone()
-        && flow.method == Method::GET
-    {
-        let (data, hexd) = (bytes.to_vec(), body::hex(&sha));
-        let stored = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let mut w = store.begin().map_err(|e| e.to_string())?;
-            w.write(&data).map_err(|e| e.to_string())?;
-            w.finish(&hexd).map_err(|e| e.to_string())
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+    if let Some(mut sink) = flow.blob_sink(status) {
+        let stored = match sink.push(bytes.clone()).await {
+            Ok(()) => sink.finish(body::hex(&sha)).await,
+            Err(e) => Err(e),
+        };
         match stored {
             Ok(path) => file = Some(path),
             Err(e) => flow.proxy.catalog.record_failure(

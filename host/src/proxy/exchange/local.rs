@@ -2,7 +2,7 @@
 //! local answer is sent from its bytes or its blob (a file, with HEAD and
 //! Range served from it).
 
-use http::{HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 
@@ -34,31 +34,14 @@ pub(super) fn respond(
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok()?.parse().ok());
-            let writer = match (&flow.proxy.store, head.status) {
-                (Some(store), 200..=299) if flow.method == Method::GET => match store.begin() {
-                    Ok(w) => Some(w),
-                    Err(e) => {
-                        flow.proxy.catalog.record_failure(
-                            &flow.request.method,
-                            &flow.request.url,
-                            format!("content store: {e}"),
-                        );
-                        None
-                    }
-                },
-                _ => None,
-            };
+            let sink = flow.blob_sink(head.status);
             let (tx, client_body) = body::channel(len);
             *resp.body_mut() = client_body.boxed();
             Ok(Answer::Streaming {
                 resp,
                 head,
                 source,
-                pump: Pump {
-                    incoming,
-                    tx,
-                    writer,
-                },
+                pump: Pump { incoming, tx, sink },
             })
         }
         BodySource::Bytes(bytes) => {

@@ -33,17 +33,18 @@ use super::error::{self, ExchangeError, PumpError};
 use super::policy::{
     Blob, Fault, FaultReason, Request, RequestOutcome, ResponseHead, Source, Summary,
 };
+use super::sink::BlobSink;
 use super::{InFlight, Proxy, headers};
 use crate::catalog::BlobRef;
-use crate::inventory::store::BlobWriter;
 
 /// Where a request is going: scheme and authority, known from the tunnel or
-/// the absolute-form URI.
-#[derive(Debug, Clone)]
+/// the absolute-form URI; and who sent it, for its redirect chains.
+#[derive(Clone)]
 pub struct Target {
     pub scheme: &'static str,
-    pub host: String,
+    pub host: Arc<str>,
     pub port: Option<u16>,
+    pub client: Option<Arc<Peer>>,
 }
 
 /// The per-exchange context that travels through the phases.
@@ -100,7 +101,7 @@ enum Answer {
 struct Pump {
     incoming: body::Idle<Incoming>,
     tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
-    writer: Option<BlobWriter>,
+    sink: Option<BlobSink>,
 }
 
 pub async fn handle<B>(
@@ -131,7 +132,8 @@ where
             pump,
         }) => {
             tokio::spawn(async move {
-                let result = body::pump(pump.incoming, pump.tx, pump.writer).await;
+                let mut flow = flow;
+                let result = body::pump(pump.incoming, pump.tx, pump.sink).await;
                 flow.finish_streamed(head, result, source).await;
             });
             resp
@@ -144,7 +146,7 @@ impl Flow {
     fn new(proxy: Arc<Proxy>, parts: &http::request::Parts, target: &Target) -> Self {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let url = super::url::absolute(target.scheme, &target.host, target.port, path);
-        let client = parts.extensions.get::<Arc<Peer>>().cloned();
+        let client = target.client.clone();
         let request = Request {
             method: parts.method.as_str().to_string(),
             chain: proxy
@@ -275,13 +277,35 @@ impl Flow {
         local::respond(self, outcome.head, src, source)
     }
 
+    /// Where an upstream body with this status goes in the content store
+    /// (`--store`), streamed or buffered alike: a GET's 2xx body, the only
+    /// kind capture records with its body. A store that cannot take it is
+    /// this URL's failure (listed at the end); the client still gets it.
+    fn blob_sink(&self, status: u16) -> Option<BlobSink> {
+        let store = self.proxy.store.as_ref()?;
+        if self.method != Method::GET || !(200..=299).contains(&status) {
+            return None;
+        }
+        match store.begin() {
+            Ok(w) => Some(BlobSink::new(w)),
+            Err(e) => {
+                self.proxy.catalog.record_failure(
+                    &self.request.method,
+                    &self.request.url,
+                    format!("content store: {e}"),
+                );
+                None
+            }
+        }
+    }
+
     /// Whether the answer to this request carries no body.
     fn bodiless(&self, status: u16) -> bool {
         self.method == Method::HEAD || matches!(status, 204 | 304)
     }
 
     async fn finish_streamed(
-        &self,
+        &mut self,
         head: ResponseHead,
         result: Result<Digested, PumpError>,
         source: Source,
@@ -342,8 +366,9 @@ impl Flow {
         }
     }
 
+    /// The exchange's last step: its request moves into the summary.
     async fn complete(
-        &self,
+        &mut self,
         head: Option<ResponseHead>,
         body: Option<Blob>,
         error: Option<String>,
@@ -357,19 +382,19 @@ impl Flow {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let summary = Summary {
-            request: self.request.clone(),
-            sent_url: self.sent_url.clone(),
+            request: std::mem::take(&mut self.request),
+            sent_url: std::mem::take(&mut self.sent_url),
             head,
             body,
             error,
             source,
-            request_body: self.request_body.clone(),
+            request_body: self.request_body.take(),
         };
         self.proxy.policy.on_complete(self.id, &summary).await;
     }
 
     /// The one place a failed exchange is answered, logged and completed.
-    async fn fail(&self, e: ExchangeError) -> Response<ProxyBody> {
+    async fn fail(&mut self, e: ExchangeError) -> Response<ProxyBody> {
         let (method, url) = (&self.request.method, &self.request.url);
         let (status, side) = (e.status(), e.side());
         tracing::warn!("{method} {url}: {side:?} error: {e}");

@@ -146,6 +146,7 @@ fn target() -> Target {
         scheme: "https",
         host: "a.test".into(),
         port: Some(443),
+        client: None,
     }
 }
 
