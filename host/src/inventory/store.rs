@@ -365,6 +365,12 @@ impl BlobWriter {
         result.map_err(|e| self.failed(e))
     }
 
+    /// Bytes written so far.
+    #[cfg(test)]
+    fn written(&self) -> u64 {
+        self.written
+    }
+
     fn failed(&self, e: io::Error) -> io::Error {
         let path = self.tmp.path().display();
         io::Error::new(e.kind(), format!("cannot write {path}: {e}{}", io_hint(&e)))
