@@ -1081,7 +1081,7 @@ def main():
     # Never over another run's numbers: a second run of the day gets its time.
     path = out / f"{started.strftime('%Y-%m-%d')}-{results['host']}.json"
     if path.exists():
-        path = out / f"{started.strftime('%Y-%m-%d-%H%M')}-{results['host']}.json"
+        path = out / f"{started.strftime('%Y-%m-%d-%H%M%S')}-{results['host']}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"raw numbers: {path}")
 
