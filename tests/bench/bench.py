@@ -1384,7 +1384,7 @@ def main():
         "-" + "-".join(w.lower() for w in only)
     path = out / f"{started.strftime('%Y-%m-%d')}-{results['host']}{part}.json"
     if path.exists():
-        path = out / f"{started.strftime('%Y-%m-%d-%H%M')}-{results['host']}{part}.json"
+        path = out / f"{started.strftime('%Y-%m-%d-%H%M%S')}-{results['host']}{part}.json"
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"raw numbers: {path}")
 
