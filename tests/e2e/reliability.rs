@@ -854,7 +854,14 @@ fn assert_both_cut_short(s: &Scratch, size: usize, log: &str) {
             CUT_SHORT.contains(&exit.trim()),
             "{v}: curl exit {exit:?}: a body cut short must never end cleanly: {log}"
         );
-        assert_eq!(read(&format!("{v}.version")), version, "{v}");
+        // "0": no response head reached curl before the stream was reset
+        // (the error came first), still not a clean end and not a
+        // downgrade to another protocol.
+        let got_version = read(&format!("{v}.version"));
+        assert!(
+            got_version == version || got_version == "0",
+            "{v}: answered over HTTP/{got_version}"
+        );
         let got = std::fs::metadata(s.path(&format!("{v}.body"))).map_or(0, |m| m.len());
         assert!((got as usize) < size, "{v}: {got} bytes");
     }
