@@ -121,11 +121,9 @@ fn render_entry(out: &mut String, e: &Entry) -> Result<(), InventoryError> {
     Ok(())
 }
 
-/// The method of the entries the `git` plugin records (see its `entries`):
-/// not HTTP, so no request ever matches one by accident.
-pub const GIT_METHOD: &str = "GIT";
-/// The request header of a git objects entry: the IDs it holds.
-pub const GIT_WANTS: &str = "git-wants";
+/// The keys of the entries the `git` plugin records (the SDK's
+/// `git::entry`), under the names this module's readers use.
+pub use buildproxy_plugin_sdk::git::entry::{METHOD as GIT_METHOD, WANTS as GIT_WANTS};
 
 /// An entry whose body is git objects in the canonical form, fetched by
 /// `fetchGitObjects` (nix/fetchGitObjects.nix) rather than `fetchurl`: a

@@ -169,10 +169,7 @@ fn git_revs(e: &Entry) -> Option<Vec<crate::git::object::ObjectId>> {
     if e.method != nix::GIT_METHOD {
         return None;
     }
-    let ids = e.request_headers.get(nix::GIT_WANTS)?;
-    ids.split_whitespace()
-        .map(|h| crate::git::object::ObjectId::from_hex(h).ok())
-        .collect()
+    crate::git::entry::wants(e.request_headers.get(nix::GIT_WANTS)?)
 }
 
 /// The SRI hash of `url`'s body, following redirects, with curl's default

@@ -17,9 +17,7 @@ use buildproxy_plugin_sdk::git::object::{Kind, ObjectId, id_of};
 use buildproxy_plugin_sdk::git::upload_pack::Ref;
 use buildproxy_plugin_sdk::{Blob, Entry};
 
-pub const METHOD: &str = "GIT";
-pub const WANTS: &str = "git-wants";
-pub const REFS: &str = "git-refs";
+pub use buildproxy_plugin_sdk::git::entry::{METHOD, REFS, WANTS};
 
 pub fn objects(repo: &str, wants: &[ObjectId], body: Blob) -> Entry {
     let mut ids: Vec<String> = wants.iter().map(ObjectId::hex).collect();
@@ -72,8 +70,7 @@ fn header<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 /// The IDs an objects entry holds; `None` for any other entry.
 pub fn wants_of(e: &Entry) -> Option<Vec<ObjectId>> {
-    let ids = header(&e.request_headers, WANTS)?;
-    ids.split(' ').map(|h| ObjectId::from_hex(h).ok()).collect()
+    buildproxy_plugin_sdk::git::entry::wants(header(&e.request_headers, WANTS)?)
 }
 
 /// The refs a refs entry holds; `None` for any other entry (or a damaged one).

@@ -29,3 +29,27 @@ pub enum GitError {
     #[error("git object {0} is missing")]
     Missing(ObjectId),
 }
+
+/// How the `git` plugin's inventory entries are keyed: one definition for
+/// the plugin that writes them and the host that renders them as
+/// `fetchGitObjects` and fetches them again (`check --fetch`).
+pub mod entry {
+    use super::object::ObjectId;
+
+    /// Not an HTTP method, so no request ever matches one by accident.
+    pub const METHOD: &str = "GIT";
+    /// The request header of an objects entry: the wanted IDs, sorted,
+    /// space-separated.
+    pub const WANTS: &str = "git-wants";
+    /// The request header (a digest) and header (the `ls-refs` lines) of a
+    /// refs entry.
+    pub const REFS: &str = "git-refs";
+
+    /// The IDs of a `WANTS` value; `None` when one is not an ID.
+    pub fn wants(value: &str) -> Option<Vec<ObjectId>> {
+        value
+            .split_whitespace()
+            .map(|h| ObjectId::from_hex(h).ok())
+            .collect()
+    }
+}
