@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use buildproxy_plugin_sdk::git::GitError;
 use buildproxy_plugin_sdk::git::object::{Object, ObjectId};
 use buildproxy_plugin_sdk::git::{objects, record};
-use buildproxy_plugin_sdk::{Host, Kind, Level, PutOutcome};
+use buildproxy_plugin_sdk::{Host, Kind, Level};
 
 use crate::entries;
 
@@ -136,13 +136,11 @@ pub fn fetch(host: &dyn Host, repo: &str, wants: &[ObjectId], answer: &[u8]) {
         Ok(blob) => blob,
         Err(e) => return fail(format!("the objects of {} were not kept: {e}", list(&done))),
     };
-    match host.put(entries::objects(repo, &done, blob)) {
-        Ok(PutOutcome::Added) => host.count("fetches", 1),
-        Ok(_) => {}
-        Err(e) => fail(format!(
+    if let Err(e) = host.put(entries::objects(repo, &done, blob)) {
+        fail(format!(
             "the objects of {} were not recorded: {e}",
             list(&done)
-        )),
+        ));
     }
 }
 
