@@ -13,6 +13,7 @@ wasmtime::component::bindgen!({
 pub use self::buildproxy::plugin::inventory::{Entry, PutOutcome};
 pub use self::buildproxy::plugin::log::Level;
 pub use self::buildproxy::plugin::report::Kind;
+pub use self::buildproxy::plugin::requests::Filter as RequestFilter;
 pub use self::buildproxy::plugin::types::{
     Blob, Body, Exchange, Mode, Request, Response, ResponseHead, Source,
 };

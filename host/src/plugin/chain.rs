@@ -47,6 +47,19 @@ struct Loaded {
     stash: Stash,
     /// What `configure` said it has an opinion on; the rest is skipped.
     wants: HooksWanted,
+    /// The requests its `on-request` is for (`requests.only`); none: all.
+    requests: Option<wit::RequestFilter>,
+}
+
+impl Loaded {
+    /// Whether this plugin's `on-request` is for `req` (see `requests` in
+    /// wit/plugin.wit).
+    fn is_for(&self, req: &wit::Request) -> bool {
+        self.requests.as_ref().is_none_or(|f| {
+            (f.in_chain && !req.chain.is_empty())
+                || f.url_contains.iter().any(|m| req.url.contains(m.as_str()))
+        })
+    }
 }
 
 /// An instance checked out for one call, with the permit that allowed it.
@@ -104,6 +117,7 @@ impl Chain {
                 counters: Counters::default(),
                 stash: Stash::default(),
                 wants: HooksWanted::all(),
+                requests: None,
             });
         }
         let mut chain = Self {
@@ -136,6 +150,8 @@ impl Chain {
                             reason: reason.to_string(),
                         },
                     })?;
+            let mut instance = instance;
+            chain.plugins[i].requests = instance.store.data_mut().requests.take();
             chain.plugins[i].pool.lock().unwrap().push(instance);
             chain.plugins[i].wants = wants;
         }
@@ -166,6 +182,7 @@ impl Chain {
                 exchange: None,
                 stash: p.stash.clone(),
                 bodies: self.bodies.clone(),
+                requests: None,
             },
         );
         store.limiter(|s| &mut s.memory);
@@ -263,7 +280,7 @@ impl Chain {
         mut by: Option<Arc<str>>,
     ) -> Result<RequestOutcome, Fault> {
         for (i, p) in self.plugins.iter().enumerate().skip(start) {
-            if !p.wants.contains(HooksWanted::ON_REQUEST) {
+            if !p.wants.contains(HooksWanted::ON_REQUEST) || !p.is_for(&req) {
                 continue;
             }
             let mut l = self.lease(p, Some(id)).await?;

@@ -19,6 +19,7 @@ const IMPORTS: &[&str] = &[
     "counters",
     "report",
     "exchange-state",
+    "requests",
 ];
 /// The functions of the `hooks` export, all required.
 const HOOKS: &[&str] = &[

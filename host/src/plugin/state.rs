@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::bindings::buildproxy::plugin::{
-    counters, exchange_state, inventory, log, report, types,
+    counters, exchange_state, inventory, log, report, requests, types,
 };
 use super::bindings::{Blob, Entry, Kind, Level, PutOutcome};
 use super::bodies::Bodies;
@@ -27,6 +27,8 @@ pub struct HostState {
     pub stash: Stash,
     /// Bodies plugins make and read, shared by every plugin of the chain.
     pub bodies: Arc<Bodies>,
+    /// What `requests.only` asked for during `configure` (see `chain`).
+    pub requests: Option<requests::Filter>,
 }
 
 /// A plugin's exchange state, by exchange id; the chain removes an
@@ -45,6 +47,14 @@ pub const OVERFLOW: &str = "buildproxy.counters-overflow";
 pub type Counters = Arc<Mutex<BTreeMap<String, u64>>>;
 
 impl types::Host for HostState {}
+
+impl requests::Host for HostState {
+    fn only(&mut self, filter: requests::Filter) {
+        // Read once, after the first instance's `configure`; a call from a
+        // hook changes nothing.
+        self.requests = Some(filter);
+    }
+}
 
 impl log::Host for HostState {
     fn log(&mut self, level: Level, message: String) {

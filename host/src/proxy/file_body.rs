@@ -14,7 +14,6 @@
 //! the client never sees a clean end of wrong bytes.
 
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,14 +63,15 @@ impl Report {
 
 /// `len` bytes from `start` of a body of `size` bytes whose file is `path`
 /// and SRI hash `hash`. `Err` before anything was sent: the caller answers
-/// 502 with it.
+/// 502 with it. `report` is made only for a body that streams: a small one
+/// is read whole here, and cannot fail later.
 pub fn serve(
     path: &std::path::Path,
     hash: Option<&str>,
     size: u64,
     start: u64,
     len: u64,
-    report: Report,
+    report: impl FnOnce() -> Report,
 ) -> Result<ProxyBody, String> {
     let opened = verify::open(path, hash).map_err(|e| e.to_string())?;
     let verifying = opened.expect.is_some();
@@ -80,24 +80,29 @@ pub fn serve(
         return small(opened, size, start, len).map_err(|e| e.to_string());
     }
     let (tx, body) = body::channel_of(Some(len), DEPTH);
-    tokio::spawn(stream(opened, size, start, len, tx, report));
+    tokio::spawn(stream(opened, size, start, len, tx, report()));
     Ok(body.boxed())
 }
 
 fn small(o: Opened, size: u64, start: u64, len: u64) -> Result<ProxyBody, VerifyError> {
-    // `pread`: one call, no `lseek`.
+    // `pread`: one call, no `lseek`; into memory not zeroed first (a
+    // zeroed buffer was a `calloc` and a `memset` per request).
     let read = |f: &std::fs::File, from: u64, n: u64| -> Result<Vec<u8>, VerifyError> {
-        let mut buf = vec![0u8; n as usize];
+        let mut buf = Vec::with_capacity(n as usize);
         let mut got = 0;
-        while got < buf.len() {
-            match f.read_at(&mut buf[got..], from + got as u64) {
+        while got < n as usize {
+            match pread_uninit(f, &mut buf.spare_capacity_mut()[got..], from + got as u64) {
                 Ok(0) => {
                     return Err(VerifyError::Short {
                         path: o.path.clone(),
                         size,
                     });
                 }
-                Ok(k) => got += k,
+                Ok(k) => {
+                    got += k;
+                    // SAFETY: `pread` initialised these `k` bytes.
+                    unsafe { buf.set_len(got) };
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(err) => {
                     return Err(VerifyError::Read {
@@ -120,6 +125,31 @@ fn small(o: Opened, size: u64, start: u64, len: u64) -> Result<ProxyBody, Verify
                 Bytes::from(all).slice(start as usize..(start + len) as usize),
             ))
         }
+    }
+}
+
+/// `pread(2)` into memory that need not be initialised; returns the bytes
+/// read, which are then initialised.
+fn pread_uninit(
+    f: &std::fs::File,
+    buf: &mut [std::mem::MaybeUninit<u8>],
+    offset: u64,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`, which
+    // is valid for writes of that length.
+    let n = unsafe {
+        libc::pread(
+            f.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as libc::off_t,
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
@@ -297,7 +327,7 @@ mod tests {
         let hash = sri(&data);
         let size = data.len() as u64;
         for (start, len) in [(0, size), (1000, 600_000), (size - 10, 10)] {
-            let b = serve(&path, Some(&hash), size, start, len, report()).unwrap();
+            let b = serve(&path, Some(&hash), size, start, len, report).unwrap();
             let got = b.collect().await.unwrap().to_bytes();
             assert_eq!(&got[..], &data[start as usize..(start + len) as usize]);
         }
@@ -320,7 +350,7 @@ mod tests {
             data.len() as u64,
             0,
             data.len() as u64,
-            r,
+            || r,
         )
         .unwrap();
         let err = b.collect().await.err().unwrap().to_string();
@@ -329,7 +359,7 @@ mod tests {
         assert_eq!(catalog.errors().len(), 1);
         // Small bodies: refused before anything is sent.
         std::fs::write(&path, b"jello").unwrap();
-        let err = serve(&path, Some(&sri(b"hello")), 5, 0, 5, report())
+        let err = serve(&path, Some(&sri(b"hello")), 5, 0, 5, report)
             .err()
             .unwrap();
         assert!(err.contains("do not match"), "{err}");

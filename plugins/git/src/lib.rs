@@ -31,8 +31,8 @@ pub mod record;
 use buildproxy_plugin_sdk::git::http::{self, Service};
 use buildproxy_plugin_sdk::git::upload_pack::{ADVERTISEMENT_TYPE, RESULT_TYPE};
 use buildproxy_plugin_sdk::{
-    Body, Hooks, Host, Kind, Level, Mode, Plugin, Request, RequestAction, Response, ResponseAction,
-    ResponseHead, headers,
+    Body, Hooks, Host, Kind, Level, Mode, Plugin, Request, RequestAction, RequestFilter, Response,
+    ResponseAction, ResponseHead, headers,
 };
 
 use answer::Cache;
@@ -62,6 +62,15 @@ impl Plugin for Git {
             Some(Mode::Replay) => Hooks::ON_REQUEST,
             _ => Hooks::empty(),
         }
+    }
+
+    /// Only git's URLs: every other request would cost a call that hears
+    /// `pass` (`smart_http` still decides).
+    fn requests(&self) -> Option<RequestFilter> {
+        Some(RequestFilter {
+            url_contains: http::SMART_PATHS.iter().map(|p| p.to_string()).collect(),
+            in_chain: false,
+        })
     }
 
     fn on_request(&mut self, host: &dyn Host, _id: u64, req: Request) -> RequestAction {

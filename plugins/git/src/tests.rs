@@ -290,3 +290,23 @@ fn an_instance_reads_a_repository_once_for_a_clone() {
     let mut fresh = plugin(&host, Mode::Replay);
     assert_eq!(replay_exchange(&mut fresh, &host, fetch(main)).0, 502);
 }
+
+#[test]
+fn the_request_filter_lets_through_every_smart_request_and_no_download() {
+    let host = MemoryHost::default();
+    let filter = plugin(&host, Mode::Replay).requests().unwrap();
+    let get = |url: String| Request {
+        method: "GET".into(),
+        url,
+        headers: Vec::new(),
+        chain: Vec::new(),
+    };
+    for smart in [
+        post(),
+        get(format!("{REPO}/info/refs?service=git-upload-pack")),
+    ] {
+        assert!(buildproxy_plugin_sdk::git::http::smart_http(&smart.method, &smart.url).is_some());
+        assert!(filter.matches(&smart), "{}", smart.url);
+    }
+    assert!(!filter.matches(&get(format!("{REPO}/archive/v1.tar.gz"))));
+}

@@ -187,6 +187,10 @@ fn no_rules_means_no_opinion_and_nothing_to_report() {
     p.configure(&MemoryHost::default(), Mode::Replay, "")
         .unwrap();
     assert!(p.summarize(&[]).is_empty());
+    // Not even asked: every response would cost a call that hears `pass`.
+    assert_eq!(p.hooks(), Hooks::empty());
+    let rules = r#"[{"url": "deps", "find": "a", "replace": "b"}]"#;
+    assert_eq!(patch(rules).hooks(), Hooks::ON_RESPONSE | Hooks::REPORT);
 }
 
 #[test]

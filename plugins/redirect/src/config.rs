@@ -70,6 +70,10 @@ impl Patterns {
         self.find(url).is_some()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn compile(option: &str, sources: Vec<String>) -> Result<Self, String> {
         sources
             .into_iter()

@@ -28,7 +28,7 @@ pub mod record;
 
 use buildproxy_plugin_sdk::{
     Body, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request, RequestAction,
-    Response, ResponseHead,
+    RequestFilter, Response, ResponseHead,
 };
 
 use config::Config;
@@ -135,6 +135,17 @@ impl Plugin for Redirect {
             Some(Mode::Replay) => Hooks::ON_REQUEST,
             _ => Hooks::empty(),
         }
+    }
+
+    /// Without `reject` or flattening, only a request in a redirect chain
+    /// can be stopped here (a loop, too many hops); the rest would cost a
+    /// call that hears `pass`.
+    fn requests(&self) -> Option<RequestFilter> {
+        let c = &self.config;
+        (c.reject.is_empty() && c.flatten.is_empty() && !c.flatten_all).then(|| RequestFilter {
+            url_contains: Vec::new(),
+            in_chain: true,
+        })
     }
 
     fn on_request(&mut self, host: &dyn Host, _id: u64, req: Request) -> RequestAction {

@@ -375,3 +375,21 @@ fn configs_are_checked_with_messages_that_say_what_is_accepted() {
     }
     assert!(Config::parse(" faithful ").is_ok());
 }
+
+#[test]
+fn without_reject_or_flatten_only_requests_in_a_chain_are_asked_for() {
+    let (p, _) = plugin(Mode::Replay, "");
+    let filter = p.requests().expect("the default config narrows on-request");
+    // What `on-request` can still stop (a loop) reaches it; the rest, which
+    // it would pass, does not.
+    assert!(filter.matches(&req("GET", A, &[A, B])));
+    assert!(!filter.matches(&req("GET", A, &[])));
+    for config in [
+        r#"{"reject": ["\\.sha1$"]}"#,
+        "flatten",
+        r#"{"flatten": ["^https://e\\.org/"]}"#,
+    ] {
+        let (p, _) = plugin(Mode::Replay, config);
+        assert!(p.requests().is_none(), "{config}");
+    }
+}

@@ -41,12 +41,25 @@ pub mod wasm;
 pub use bindings::buildproxy::plugin::inventory::{Entry, PutOutcome};
 pub use bindings::buildproxy::plugin::log::Level;
 pub use bindings::buildproxy::plugin::report::Kind;
+pub use bindings::buildproxy::plugin::requests::Filter as RequestFilter;
 pub use bindings::buildproxy::plugin::types::{
     Blob, Body, Exchange, Headers, Mode, Request, Response, ResponseHead, Source,
 };
 pub use bindings::exports::buildproxy::plugin::hooks::{
     HooksWanted as Hooks, RequestAction, ResponseAction,
 };
+
+impl RequestFilter {
+    /// Whether `on_request` is called for `req` (the host's rule, for a
+    /// plugin's tests to check that its filter covers what it handles).
+    pub fn matches(&self, req: &Request) -> bool {
+        (self.in_chain && !req.chain.is_empty())
+            || self
+                .url_contains
+                .iter()
+                .any(|m| req.url.contains(m.as_str()))
+    }
+}
 
 /// The most exchange state a plugin may keep (see [`Host::set_state`]),
 /// the host's limit too.
@@ -96,6 +109,14 @@ pub trait Plugin {
     /// calls the plugin would answer "no opinion" to.
     fn hooks(&self) -> Hooks {
         Hooks::all()
+    }
+    /// The requests [`Plugin::on_request`] is for, asked right after
+    /// [`Plugin::hooks`]. The default, none (every request), is always
+    /// correct; a filter spares every other request a call that copies it
+    /// into the plugin only to hear "pass". A superset is fine: `on_request`
+    /// still decides.
+    fn requests(&self) -> Option<RequestFilter> {
+        None
     }
     fn on_request(&mut self, _host: &dyn Host, _id: u64, _req: Request) -> RequestAction {
         RequestAction::Pass

@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 
-use crate::bindings::buildproxy::plugin::{counters, exchange_state, inventory, log, report};
+use crate::bindings::buildproxy::plugin::{
+    counters, exchange_state, inventory, log, report, requests,
+};
 use crate::bindings::exports::buildproxy::plugin::hooks::Guest;
 use crate::{
     Blob, Entry, Exchange, Hooks, Host, Kind, Level, Mode, Plugin, PutOutcome, Request,
@@ -72,6 +74,9 @@ impl Guest for Adapter {
     fn configure(mode: Mode, config: String) -> Result<Hooks, String> {
         with(|p| {
             p.configure(&Imports, mode, &config)?;
+            if let Some(filter) = p.requests() {
+                requests::only(&filter);
+            }
             Ok(p.hooks())
         })
     }

@@ -74,7 +74,7 @@ pub(super) fn respond(
             };
             set_length(&mut resp, len);
             if !bodiless {
-                let report = crate::proxy::file_body::Report {
+                let report = || crate::proxy::file_body::Report {
                     catalog: flow.proxy.catalog.clone(),
                     what: format!("{} {}", flow.request.method, flow.request.url),
                     idle: flow.proxy.timeouts.body_idle,

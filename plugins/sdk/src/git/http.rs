@@ -14,6 +14,10 @@ pub enum Service {
     UploadPack,
 }
 
+/// What the path of every [`smart_http`] request contains (a plugin's
+/// request filter).
+pub const SMART_PATHS: [&str; 2] = ["/info/refs", "/git-upload-pack"];
+
 /// The service a request is, and its repository's URL (what the client
 /// cloned, without `/info/refs` or `/git-upload-pack`); `None` for
 /// anything else, the dumb protocol's plain GETs included.
