@@ -47,8 +47,9 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 const MAGIC: &[u8; 8] = b"BPINDEX\0";
@@ -237,7 +238,7 @@ pub struct Prepared {
     roots: Vec<PathBuf>,
     /// Canonical forms of the directories content files were found in, so
     /// a lookup resolves one name, not every component of its path.
-    parents: Mutex<HashMap<PathBuf, PathBuf>>,
+    parents: Mutex<HashMap<String, PathBuf>>,
 }
 
 /// A table block: (key_hash, record_offset) per entry.
@@ -542,15 +543,18 @@ impl Prepared {
     /// outside the roots) gets the full check and its message. A directory
     /// swapped for a symlink later is refused when the body is opened
     /// (`verify::open` follows no symlink).
+    ///
+    /// The fast path works on the string (a `Path` walks its components for
+    /// every `starts_with`, `parent` and hash): it takes only a plain
+    /// absolute path, `/a/b/name` with no empty, `.` or `..` component;
+    /// anything else gets the full check.
     fn content_file(&self, file: &str) -> Result<(PathBuf, u64), content::FileProblem> {
-        let path = Path::new(file);
-        let plain = path.is_absolute()
-            && path
-                .components()
-                .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
-        let (true, Some(parent), Some(name)) = (plain, path.parent(), path.file_name()) else {
+        let plain =
+            file.starts_with('/') && file[1..].split('/').all(|c| !matches!(c, "" | "." | ".."));
+        let (true, Some((parent, name))) = (plain, file.rsplit_once('/')) else {
             return content::check_file(&self.roots, file);
         };
+        let parent = if parent.is_empty() { "/" } else { parent };
         let known = self.parents.lock().unwrap().get(parent).cloned();
         let real_parent = match known {
             Some(p) => p,
@@ -565,14 +569,27 @@ impl Prepared {
                 Err(_) => return content::check_file(&self.roots, file),
             },
         };
-        let real = real_parent.join(name);
+        let mut real = real_parent.into_os_string();
+        if !real.as_bytes().ends_with(b"/") {
+            real.push("/");
+        }
+        real.push(name);
+        let real = PathBuf::from(real);
         match fs::symlink_metadata(&real) {
-            Ok(m) if m.file_type().is_file() && self.roots.iter().any(|r| real.starts_with(r)) => {
+            Ok(m) if m.file_type().is_file() && self.roots.iter().any(|r| under(&real, r)) => {
                 Ok((real, m.len()))
             }
             _ => content::check_file(&self.roots, file),
         }
     }
+}
+
+/// `Path::starts_with` for a resolved `path` (no `.`, `..` or empty
+/// component) and `root`, on bytes.
+fn under(path: &Path, root: &Path) -> bool {
+    let (p, r) = (path.as_os_str().as_bytes(), root.as_os_str().as_bytes());
+    let r = r.strip_suffix(b"/").unwrap_or(r);
+    p.starts_with(r) && (p.len() == r.len() || p[r.len()] == b'/')
 }
 
 #[cfg(test)]
@@ -616,6 +633,21 @@ mod tests {
             let out = self.dir.path().join("content.idx");
             assert_eq!(prepare(&self.json(n), &out, &self.root()).unwrap(), n);
             out
+        }
+    }
+
+    #[test]
+    fn under_is_starts_with_on_whole_components() {
+        for (path, root, want) in [
+            ("/nix/store/a", "/nix/store", true),
+            ("/nix/store/a", "/nix/store/", true),
+            ("/nix/store", "/nix/store", true),
+            ("/nix/storex/a", "/nix/store", false),
+            ("/nix/sto", "/nix/store", false),
+            ("/a", "/", true),
+        ] {
+            assert_eq!(under(Path::new(path), Path::new(root)), want, "{path} {root}");
+            assert_eq!(Path::new(path).starts_with(root), want, "{path} {root}");
         }
     }
 
