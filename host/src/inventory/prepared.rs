@@ -646,7 +646,11 @@ mod tests {
             ("/nix/sto", "/nix/store", false),
             ("/a", "/", true),
         ] {
-            assert_eq!(under(Path::new(path), Path::new(root)), want, "{path} {root}");
+            assert_eq!(
+                under(Path::new(path), Path::new(root)),
+                want,
+                "{path} {root}"
+            );
             assert_eq!(Path::new(path).starts_with(root), want, "{path} {root}");
         }
     }

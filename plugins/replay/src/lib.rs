@@ -29,20 +29,20 @@ pub struct Replay {
 impl Replay {
     pub fn answer(host: &dyn Host, req: &Request) -> Response {
         let lookup = |method: &str| host.representations(method, &req.url);
-        let representations = match req.method.as_str() {
+        let mut representations = match req.method.as_str() {
             "HEAD" => {
                 let get = lookup("GET");
                 if get.is_empty() { lookup("HEAD") } else { get }
             }
             m => lookup(m),
         };
-        match negotiation::select(&req.headers, representations.clone()) {
-            Some(entry) => match not_modified(req, &entry) {
+        match negotiation::select(&req.headers, &representations) {
+            Some(i) => match not_modified(req, &representations[i]) {
                 Some(head) => Response {
                     head,
                     body: Body::None,
                 },
-                None => Self::from_entry(entry),
+                None => Self::from_entry(representations.swap_remove(i)),
             },
             None => {
                 host.record_miss(&req.method, &req.url);

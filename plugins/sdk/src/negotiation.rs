@@ -117,12 +117,16 @@ pub fn asks_for(request: &Headers, entry: &Entry) -> bool {
 /// The representation a request gets among those recorded for its method
 /// and URL: the one with the most selecting headers, all sent by the
 /// request (an entry without any is what every request gets); `None` when
-/// the request matches none of them.
-pub fn select(request: &Headers, representations: Vec<Entry>) -> Option<Entry> {
+/// the request matches none of them. An index, so the caller takes the one
+/// it serves without copying the others (it may still need them, to say
+/// what was recorded when none matches).
+pub fn select(request: &Headers, representations: &[Entry]) -> Option<usize> {
     representations
-        .into_iter()
-        .filter(|e| asks_for(request, e))
-        .max_by_key(|e| e.request_headers.len())
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| asks_for(request, e))
+        .max_by_key(|(_, e)| e.request_headers.len())
+        .map(|(i, _)| i)
 }
 
 /// `name: value` lines, for messages.
@@ -230,7 +234,7 @@ mod tests {
     #[test]
     fn a_request_gets_the_representation_it_asked_for_or_none() {
         let reps = vec![rep(&[], "html"), rep(&[("accept", JSON)], "json")];
-        let id = |req: &Headers| select(req, reps.clone()).map(|e| e.body.unwrap().id);
+        let id = |req: &Headers| select(req, &reps).map(|i| reps[i].body.clone().unwrap().id);
         assert_eq!(id(&h(&[("accept", JSON)])).as_deref(), Some("json"));
         let spaced = format!(" {JSON} ");
         assert_eq!(
@@ -241,7 +245,7 @@ mod tests {
         assert_eq!(id(&h(&[("accept", "text/html")])).as_deref(), Some("html"));
         // Only the JSON was recorded: curl's request is not answered with it.
         let only_json = vec![rep(&[("accept", JSON)], "json")];
-        assert_eq!(select(&h(&[("accept", "*/*")]), only_json.clone()), None);
+        assert_eq!(select(&h(&[("accept", "*/*")]), &only_json), None);
         assert_eq!(
             sent(&h(&[("accept", "*/*")]), &only_json),
             [("accept".to_string(), "*/*".to_string())]
