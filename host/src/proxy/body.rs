@@ -223,7 +223,7 @@ where
         let data = match &mut sink {
             None => data,
             Some(s) => {
-                if let Err(e) = s.push(data.clone()).await {
+                if let Err(e) = s.push(&data).await {
                     // Dropping the sink (on return) removes the partial blob.
                     let why = PumpError::Store(e);
                     let _ = tx.send(Err(io::Error::other(why.to_string()))).await;

@@ -2,32 +2,30 @@
 //! which a body becomes a blob, whether it streamed (`body::pump`) or a
 //! policy had it buffered (`exchange::buffered`).
 //!
-//! Chunks are gathered (shared, not copied) into batches of
-//! [`BATCH`] bytes, and each batch is written on the blocking pool while
-//! the next one gathers: a body larger than a batch never has more than two
-//! in memory, the network side waits on the disk only when the disk is the
-//! slower, and no async worker blocks on a write (the store writes large
-//! bodies with `O_DIRECT`, see `BlobWriter`).
+//! Chunks are copied, as they go by (while still in the CPU's cache), into
+//! aligned blocks of [`DIRECT_BLOCK`] bytes, and each full block is written
+//! on the blocking pool while the next one fills: a body never has more
+//! than two blocks in memory, the network side waits on the disk only when
+//! the disk is the slower, no async worker blocks on a write, and the
+//! store writes the blocks with `O_DIRECT` straight from them (see
+//! `BlobWriter`).
 
 use std::io;
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use tokio::task::JoinHandle;
 
-use crate::inventory::store::{BlobWriter, DIRECT_BLOCK};
+use crate::inventory::store::{BlobWriter, Block};
 
-/// Bytes gathered before they are written: one `O_DIRECT` block.
-const BATCH: usize = DIRECT_BLOCK;
-
-type Written = (BlobWriter, io::Result<()>);
+type Written = (BlobWriter, Block, io::Result<()>);
 
 pub struct BlobSink {
-    /// Here between batches; inside `in_flight` while one is written.
+    /// Here between blocks; inside `in_flight` while one is written.
     writer: Option<BlobWriter>,
     in_flight: Option<JoinHandle<Written>>,
-    batch: Vec<Bytes>,
-    batched: usize,
+    /// Allocated at the first byte; the block back from the last write is
+    /// filled next.
+    filling: Option<Block>,
 }
 
 impl BlobSink {
@@ -35,37 +33,40 @@ impl BlobSink {
         Self {
             writer: Some(writer),
             in_flight: None,
-            batch: Vec::new(),
-            batched: 0,
+            filling: None,
         }
     }
 
     /// Takes the next chunk of the body. An error (a full disk, say) names
     /// the file; the blob is then abandoned (dropping the sink removes it).
-    pub async fn push(&mut self, data: Bytes) -> Result<(), String> {
-        self.batched += data.len();
-        self.batch.push(data);
-        if self.batched < BATCH {
-            return Ok(());
+    pub async fn push(&mut self, mut data: &[u8]) -> Result<(), String> {
+        while !data.is_empty() {
+            let block = self.filling.get_or_insert_with(Block::new);
+            data = &data[block.fill(data)..];
+            if block.is_full() {
+                let full = self.filling.take().expect("filling");
+                let (mut writer, spare) = self.settle().await?;
+                self.filling = spare.map(|mut b| {
+                    b.clear();
+                    b
+                });
+                self.in_flight = Some(tokio::task::spawn_blocking(move || {
+                    let result = writer.write_block(&full);
+                    (writer, full, result)
+                }));
+            }
         }
-        let mut writer = self.settle().await?;
-        let batch = std::mem::take(&mut self.batch);
-        self.batched = 0;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let result = batch.iter().try_for_each(|b| writer.write(b));
-            (writer, result)
-        }));
         Ok(())
     }
 
     /// Writes what is left, syncs, and moves the blob under its hash
     /// (`sha256_hex`, computed by the caller as the body went by).
     pub async fn finish(mut self, sha256_hex: String) -> Result<PathBuf, String> {
-        let mut writer = self.settle().await?;
-        let batch = std::mem::take(&mut self.batch);
+        let (mut writer, _) = self.settle().await?;
+        let tail = self.filling.take();
         tokio::task::spawn_blocking(move || {
-            for b in &batch {
-                writer.write(b).map_err(|e| e.to_string())?;
+            if let Some(b) = &tail {
+                writer.write(b.filled()).map_err(|e| e.to_string())?;
             }
             writer.finish(&sha256_hex).map_err(|e| e.to_string())
         })
@@ -73,18 +74,21 @@ impl BlobSink {
         .map_err(|e| e.to_string())?
     }
 
-    /// The writer, once the batch in flight (if any) is written.
-    async fn settle(&mut self) -> Result<BlobWriter, String> {
+    /// The writer, once the block in flight (if any) is written, and that
+    /// block for reuse.
+    async fn settle(&mut self) -> Result<(BlobWriter, Option<Block>), String> {
         match self.in_flight.take() {
             Some(task) => {
-                let (writer, result) = task.await.map_err(|e| e.to_string())?;
+                let (writer, block, result) = task.await.map_err(|e| e.to_string())?;
                 result.map_err(|e| e.to_string())?;
-                Ok(writer)
+                Ok((writer, Some(block)))
             }
-            None => Ok(self
-                .writer
-                .take()
-                .expect("the writer is here between batches")),
+            None => Ok((
+                self.writer
+                    .take()
+                    .expect("the writer is here between blocks"),
+                None,
+            )),
         }
     }
 }
@@ -92,7 +96,9 @@ impl BlobSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::store::Store;
+    use crate::inventory::store::{DIRECT_BLOCK, Store};
+
+    const BATCH: usize = DIRECT_BLOCK;
     use sha2::{Digest, Sha256};
 
     #[tokio::test]
@@ -102,7 +108,7 @@ mod tests {
         let data: Vec<u8> = (0..(2 * BATCH + 777)).map(|i| (i % 253) as u8).collect();
         let mut sink = BlobSink::new(store.begin().unwrap());
         for chunk in data.chunks(300_000) {
-            sink.push(Bytes::copy_from_slice(chunk)).await.unwrap();
+            sink.push(chunk).await.unwrap();
         }
         let hex = crate::proxy::body::hex(&Sha256::digest(&data));
         let path = sink.finish(hex.clone()).await.unwrap();
@@ -115,7 +121,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut sink = BlobSink::new(store.begin().unwrap());
-        sink.push(Bytes::from(vec![1u8; BATCH + 1])).await.unwrap();
+        sink.push(&vec![1u8; BATCH + 1]).await.unwrap();
         drop(sink);
         // The batch in flight finishes on its own, then its file goes.
         for _ in 0..100 {

@@ -136,7 +136,7 @@ async fn store(flow: &Flow, status: u16, bytes: &Bytes) -> Blob {
     let sri = body::sri(&sha);
     let mut file = None;
     if let Some(mut sink) = flow.blob_sink(status) {
-        let stored = match sink.push(bytes.clone()).await {
+        let stored = match sink.push(bytes).await {
             Ok(()) => sink.finish(body::hex(&sha)).await,
             Err(e) => Err(e),
         };
