@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::{child, setup};
 use crate::catalog::Catalog;
 use crate::cli::ProxyArgs;
-use crate::env::ClientEnv;
 use crate::plugin::bindings::Mode;
 use crate::proxy::upstream_client;
 use crate::tls::upstream;
@@ -21,14 +20,7 @@ pub async fn run(args: ProxyArgs) -> Result<i32> {
     );
     let catalog = Arc::new(Catalog::default());
     let running = setup::start(&args.common, Mode::Proxy, catalog, Some(client), None).await?;
-    let env = ClientEnv::prepare(
-        running.addr,
-        &running.proxy_url(),
-        running.ca.cert_pem(),
-        &root_certs,
-        args.common.proxy_loopback,
-    )
-    .context("writing the client environment")?;
+    let env = running.client_env(&root_certs, args.common.proxy_loopback)?;
     let code = if args.command.is_empty() {
         print!("{}", env.exports());
         eprintln!("buildproxy: proxying on {}; Ctrl-C to stop", running.addr);

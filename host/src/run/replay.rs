@@ -5,13 +5,12 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::child::{self, Ended};
 use super::{detach, setup};
 use crate::catalog::Catalog;
 use crate::cli::ReplayArgs;
-use crate::env::ClientEnv;
 use crate::inventory::prepared::{self, Prepared};
 use crate::inventory::{content, store::Store};
 use crate::plugin::bindings::Mode;
@@ -32,14 +31,7 @@ pub async fn run(args: ReplayArgs) -> Result<i32> {
         (None, None) => unreachable!("clap requires --content or --store"),
     });
     let running = setup::start(&args.common, Mode::Replay, catalog.clone(), None, None).await?;
-    let env = ClientEnv::prepare(
-        running.addr,
-        &running.proxy_url(),
-        running.ca.cert_pem(),
-        &[],
-        args.common.proxy_loopback,
-    )
-    .context("writing the client environment")?;
+    let env = running.client_env(&[], args.common.proxy_loopback)?;
     tracing::info!("replaying {} entries on {}", catalog.len(), running.addr);
 
     let code = if let Some(pid) = args.serve_for_pid {

@@ -134,6 +134,23 @@ impl Running {
     pub fn proxy_url(&self) -> String {
         self.proxy.access.proxy_url(self.addr)
     }
+
+    /// The environment a client of this proxy gets (written to disk: the
+    /// CA bundle), trusting `extra_roots` too.
+    pub fn client_env(
+        &self,
+        extra_roots: &[rustls::pki_types::CertificateDer<'_>],
+        proxy_loopback: bool,
+    ) -> Result<crate::env::ClientEnv> {
+        crate::env::ClientEnv::prepare(
+            self.addr,
+            &self.proxy_url(),
+            self.ca.cert_pem(),
+            extra_roots,
+            proxy_loopback,
+        )
+        .context("writing the client environment")
+    }
 }
 
 /// Loads the chain and starts listening; returns once the socket is bound.

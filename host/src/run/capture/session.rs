@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::catalog::Catalog;
 use crate::cli::CaptureArgs;
@@ -56,14 +56,7 @@ impl Session {
             store.clone(),
         )
         .await?;
-        let env = ClientEnv::prepare(
-            running.addr,
-            &running.proxy_url(),
-            running.ca.cert_pem(),
-            &root_certs,
-            args.common.proxy_loopback,
-        )
-        .context("writing the client environment")?;
+        let env = running.client_env(&root_certs, args.common.proxy_loopback)?;
         if args.common.print_env {
             print!("{}", env.exports());
         }
