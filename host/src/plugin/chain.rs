@@ -56,8 +56,7 @@ impl Loaded {
     /// wit/plugin.wit).
     fn is_for(&self, req: &wit::Request) -> bool {
         self.requests.as_ref().is_none_or(|f| {
-            (f.in_chain && !req.chain.is_empty())
-                || f.url_contains.iter().any(|m| req.url.contains(m.as_str()))
+            buildproxy_plugin_sdk::filter_matches(&f.url_contains, f.in_chain, &req.url, &req.chain)
         })
     }
 }

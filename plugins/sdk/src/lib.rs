@@ -53,12 +53,20 @@ impl RequestFilter {
     /// Whether `on_request` is called for `req` (the host's rule, for a
     /// plugin's tests to check that its filter covers what it handles).
     pub fn matches(&self, req: &Request) -> bool {
-        (self.in_chain && !req.chain.is_empty())
-            || self
-                .url_contains
-                .iter()
-                .any(|m| req.url.contains(m.as_str()))
+        filter_matches(&self.url_contains, self.in_chain, &req.url, &req.chain)
     }
+}
+
+/// The rule of `requests.only` (wit/plugin.wit) on the filter's and the
+/// request's fields: one definition for the host, which holds its own
+/// binding types, and for [`RequestFilter::matches`].
+pub fn filter_matches(
+    url_contains: &[String],
+    in_chain: bool,
+    url: &str,
+    chain: &[String],
+) -> bool {
+    (in_chain && !chain.is_empty()) || url_contains.iter().any(|m| url.contains(m.as_str()))
 }
 
 /// The most exchange state a plugin may keep (see [`Host::set_state`]),
