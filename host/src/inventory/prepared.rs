@@ -41,7 +41,7 @@
 
 use super::content::{self, NIX_STORE};
 use super::index::normalize_url;
-use super::{Body, Entry, InventoryError, nix};
+use super::{Body, Entry, InventoryError, nix, under};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -582,14 +582,6 @@ impl Prepared {
             _ => content::check_file(&self.roots, file),
         }
     }
-}
-
-/// `Path::starts_with` for a resolved `path` (no `.`, `..` or empty
-/// component) and `root`, on bytes.
-fn under(path: &Path, root: &Path) -> bool {
-    let (p, r) = (path.as_os_str().as_bytes(), root.as_os_str().as_bytes());
-    let r = r.strip_suffix(b"/").unwrap_or(r);
-    p.starts_with(r) && (p.len() == r.len() || p[r.len()] == b'/')
 }
 
 #[cfg(test)]

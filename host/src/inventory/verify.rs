@@ -107,17 +107,14 @@ pub fn open(path: &Path, hash: Option<&str>) -> Result<Opened, VerifyError> {
     })
 }
 
-/// On bytes, not `Path::components`: asked on every request served from a
-/// file, and a component walk cost more than the `fstat` before it.
 fn read_only_in_store(path: &Path, meta: &std::fs::Metadata) -> bool {
-    let (path, store) = (
-        path.as_os_str().as_bytes(),
-        nix_store().as_os_str().as_bytes(),
-    );
     meta.mode() & 0o222 == 0
-        && path.starts_with(store)
-        && (path.len() == store.len() || path[store.len()] == b'/' || store.ends_with(b"/"))
-        && !path.split(|&b| b == b'/').any(|c| c == b"..")
+        && super::under(path, nix_store())
+        && !path
+            .as_os_str()
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .any(|c| c == b"..")
 }
 
 /// A read-only regular file in the Nix store (not through a symlink):
