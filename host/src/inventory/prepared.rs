@@ -25,14 +25,16 @@
 //! 48  sha256 [32]            of bytes 0..48 and the directory
 //! 80  directory: blocks × (first key_hash u64, sha256 [32] of the block)
 //!     table: count × (key_hash u64, record_offset u64), sorted
-//!     records: one JSON object and `\n` each, in table order
+//!     records: one each (layout in [`record`]), in table order
 //! ```
 //!
 //! `key_hash` is FNV-1a of the match key, `METHOD \0 normalised-URL`.
 //! Records with the same key are adjacent, so match-key fields beyond
 //! method and URL (request headers a response varies on) select among the
 //! candidates [`Prepared::candidates`] returns without changing the format.
-//! Records are JSON so fields can be added the way the content JSON grows.
+//! Records are binary, read in place, because one is decoded on every
+//! replayed request; a new field is a new version, and a file of another
+//! version is refused at start with the command that prepares it again.
 //!
 //! Bodies are checked when prepared (every `file` a regular file under an
 //! allowed root, as [`super::content::load`] checks) and again, for the one
@@ -42,9 +44,9 @@
 use super::content::{self, NIX_STORE};
 use super::index::normalize_url;
 use super::{Body, Entry, InventoryError, nix, under};
-use serde::{Deserialize, Serialize};
+use record::Record;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -52,9 +54,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+mod record;
+
 const MAGIC: &[u8; 8] = b"BPINDEX\0";
-/// 2: the table in checked blocks (1: one checksum over the whole table).
-const VERSION: u32 = 2;
+/// 3: binary records (2: JSON records; 1: one checksum over the whole
+/// table).
+const VERSION: u32 = 3;
 const HEADER: usize = 80;
 /// Table entries per block: 16 KiB, read and hashed in about 10 µs.
 const BLOCK: u64 = 1024;
@@ -65,33 +70,6 @@ const MAX_RECORD: u64 = 16 << 20;
 
 const REBUILD: &str = "prepare it again from the content JSON (`buildproxy prepare CONTENT.json --output FILE`, \
      or rebuild the Nix derivation that made it)";
-
-/// One entry as stored in a prepared file.
-#[derive(Debug, Serialize, Deserialize)]
-struct Record {
-    /// Position in the content it was prepared from, for messages.
-    index: usize,
-    method: String,
-    /// Normalised (see [`normalize_url`]).
-    url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    fetch_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    name: Option<String>,
-    status: u16,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    headers: BTreeMap<String, String>,
-    /// The request headers that selected this representation.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    request_headers: BTreeMap<String, String>,
-    /// Absolute, or relative to the directory given to [`Prepared::open`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    file: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    size: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    hash: Option<String>,
-}
 
 /// Whether `path` starts like a prepared file (replay's `--content` takes
 /// either this or the content JSON).
@@ -154,8 +132,8 @@ pub fn write(
             method,
             url,
         };
-        let mut bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
-        bytes.push(b'\n');
+        let mut bytes = Vec::new();
+        record::encode(&record, &mut bytes);
         records.push((key_hash(&record.method, &record.url), bytes));
     }
     // Stable: records with one key keep the content's order.
@@ -439,8 +417,7 @@ impl Prepared {
             } else {
                 self.records_len
             };
-            let record = self.record(slot, start, end)?;
-            if record.method == method && record.url == url {
+            if let Some(record) = self.record(slot, start, end, &method, &url)? {
                 out.push(self.entry(record)?);
             }
             slot += 1;
@@ -448,23 +425,43 @@ impl Prepared {
         Ok(out)
     }
 
-    /// The record of table slot `slot`, at `start..end` of the records.
-    fn record(&self, slot: u64, start: u64, end: u64) -> Result<Record, InventoryError> {
-        let bad = |problem: String| self.damaged(problem);
-        if start > end || end > self.records_len || end - start > MAX_RECORD {
-            return Err(bad(format!(
-                "its table slot {slot} points outside the file"
-            )));
-        }
-        let mut bytes = vec![0u8; (end - start) as usize];
-        self.file
-            .read_exact_at(&mut bytes, self.records_offset + start)
-            .map_err(|e| InventoryError::io(&self.path, "read", e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            bad(format!(
-                "its record in table slot {slot} is unreadable: {e}"
+    /// The record of table slot `slot`, at `start..end` of the records,
+    /// if its key is `method url` (another key with the same hash is
+    /// skipped without being decoded).
+    fn record(
+        &self,
+        slot: u64,
+        start: u64,
+        end: u64,
+        method: &str,
+        url: &str,
+    ) -> Result<Option<Record>, InventoryError> {
+        let bad = |problem: String| {
+            self.damaged(format!(
+                "its record in table slot {slot} is unreadable: {problem}"
             ))
-        })
+        };
+        if start > end || end > self.records_len || end - start > MAX_RECORD {
+            return Err(self.damaged(format!("its table slot {slot} points outside the file")));
+        }
+        // Most records are a few hundred bytes: read them without a heap
+        // buffer.
+        let mut stack = [0u8; 1024];
+        let mut heap = Vec::new();
+        let len = (end - start) as usize;
+        let bytes = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap[..]
+        };
+        self.file
+            .read_exact_at(bytes, self.records_offset + start)
+            .map_err(|e| InventoryError::io(&self.path, "read", e))?;
+        if record::key(bytes).map_err(bad)? != (method, url) {
+            return Ok(None);
+        }
+        record::decode(bytes).map(Some).map_err(bad)
     }
 
     fn entry(&self, r: Record) -> Result<Entry, InventoryError> {
@@ -587,6 +584,7 @@ impl Prepared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     const SRI: &str = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
 
@@ -736,6 +734,31 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_record_fails_its_lookup_naming_the_file_and_the_fix() {
+        let fx = Fx::new();
+        let idx = fx.prepare(10);
+        let mut bytes = fs::read(&idx).unwrap();
+        let records = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+        // The first record's method length (after index u64, status u16):
+        // far past the record's end.
+        bytes[records + 13] = 0x7f;
+        fs::write(&idx, &bytes).unwrap();
+        let p = Prepared::open(&idx, None, &fx.root()).unwrap();
+        let failed: Vec<String> = (0..10)
+            .filter_map(|i| p.get("GET", &format!("https://e.org/f/{i}")).err())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        let err = &failed[0];
+        assert!(
+            err.contains("table slot 0 is unreadable: it ends inside its method"),
+            "{err}"
+        );
+        assert!(err.contains(&idx.display().to_string()), "{err}");
+        assert!(err.contains("buildproxy prepare"), "{err}");
+    }
+
+    #[test]
     fn keys_shared_across_a_block_boundary_are_all_found() {
         // Every key once, then one key 1,500 times: its records straddle
         // the first two blocks.
@@ -845,11 +868,10 @@ mod tests {
         ];
         let mut bytes = Vec::new();
         write(&mut bytes, &entries, Some(&base)).unwrap();
+        // Relative to the base, so the store can move.
         let text = String::from_utf8_lossy(&bytes);
-        assert!(
-            text.contains(&format!(r#""file":"blobs/sha256/{hex}""#)),
-            "{text}"
-        );
+        assert!(text.contains(&format!("blobs/sha256/{hex}")), "{text}");
+        assert!(!text.contains(base.to_str().unwrap()), "{text}");
         let idx = fx.dir.path().join("rel.idx");
         fs::write(&idx, &bytes).unwrap();
         let p = Prepared::open(&idx, Some(&base), &[]).unwrap();
