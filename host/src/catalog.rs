@@ -470,7 +470,8 @@ pub fn selected_by(request_headers: &BTreeMap<String, String>) -> String {
 pub fn blob_id(body: &Body) -> String {
     match (&body.hash, &body.file) {
         (Some(h), _) => h.clone(),
-        (None, Some(f)) => format!("file:{}", f.display()),
+        // On every replayed request: built by hand, not by `format!`.
+        (None, Some(f)) => ["file:", &f.to_string_lossy()].concat(),
         (None, None) => String::new(),
     }
 }

@@ -154,36 +154,43 @@ pub fn normalize_url(url: &str) -> String {
     if !scheme_ok {
         return url.to_owned();
     }
-    let scheme = scheme.to_ascii_lowercase();
     let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     let (userinfo, hostport) = match authority.rfind('@') {
         Some(i) => authority.split_at(i + 1),
         None => ("", authority),
     };
     let (host, port) = split_host_port(hostport);
-    let default_port = match scheme.as_str() {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
+    let default_port = if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else {
+        None
     };
+    // On every lookup: one allocation, lower-cased in place.
+    let mut out = String::with_capacity(url.len() + 1);
+    out.push_str(scheme);
+    out.make_ascii_lowercase();
+    out.push_str("://");
+    out.push_str(userinfo);
+    let host_at = out.len();
+    out.push_str(host);
+    out[host_at..].make_ascii_lowercase();
     let port = match port {
         Some("") | None => None,
         Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u32>() {
             Ok(n) if Some(n) == default_port => None,
-            Ok(n) => Some(n.to_string()),
-            Err(_) => Some(p.to_owned()),
+            // The number as written without leading zeros.
+            Ok(0) => Some("0"),
+            Ok(_) => Some(p.trim_start_matches('0')),
+            Err(_) => Some(p),
         },
         // Not a number: leave it for the HTTP client to reject.
-        Some(p) => Some(p.to_owned()),
+        Some(p) => Some(p),
     };
-    let mut out = String::with_capacity(url.len());
-    out.push_str(&scheme);
-    out.push_str("://");
-    out.push_str(userinfo);
-    out.push_str(&host.to_ascii_lowercase());
     if let Some(p) = port {
         out.push(':');
-        out.push_str(&p);
+        out.push_str(p);
     }
     if default_port.is_some() && !tail.starts_with('/') {
         // A request line always has a path; `http://h` and `http://h/`
@@ -230,6 +237,8 @@ mod tests {
             ("https://[::1]", "https://[::1]/"),
             ("https://e.org:80/", "https://e.org:80/"),
             ("http://e.org:0080/", "http://e.org/"),
+            ("http://e.org:08080/x", "http://e.org:8080/x"),
+            ("http://e.org:000/x", "http://e.org:0/x"),
             ("http://e.org:/x", "http://e.org/x"),
             ("http://e.org:+80/x", "http://e.org:+80/x"),
             ("http://e.org?q=1", "http://e.org/?q=1"),

@@ -4,26 +4,41 @@
 /// default port dropped: only what HTTP says is equal is normalised; path
 /// and query are kept byte for byte.
 pub fn absolute(scheme: &str, host: &str, port: Option<u16>, path_and_query: &str) -> String {
-    let scheme = scheme.to_ascii_lowercase();
-    let host = host.to_ascii_lowercase();
     let default = matches!(
-        (scheme.as_str(), port),
-        ("http", Some(80)) | ("https", Some(443))
+        (
+            port,
+            scheme.eq_ignore_ascii_case("http"),
+            scheme.eq_ignore_ascii_case("https")
+        ),
+        (Some(80), true, _) | (Some(443), _, true)
     );
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
-    };
+    let bracket = host.contains(':') && !host.starts_with('[');
     let path = if path_and_query.is_empty() {
         "/"
     } else {
         path_and_query
     };
-    match port {
-        Some(p) if !default => format!("{scheme}://{host}:{p}{path}"),
-        _ => format!("{scheme}://{host}{path}"),
+    // Once per request: one allocation, not `format!`'s and two lowercase
+    // copies.
+    let mut out = String::with_capacity(scheme.len() + host.len() + path.len() + 11);
+    out.push_str(scheme);
+    out.make_ascii_lowercase();
+    out.push_str("://");
+    if bracket {
+        out.push('[');
     }
+    let host_at = out.len();
+    out.push_str(host);
+    out[host_at..].make_ascii_lowercase();
+    if bracket {
+        out.push(']');
+    }
+    if let Some(p) = port.filter(|_| !default) {
+        out.push(':');
+        out.push_str(&p.to_string());
+    }
+    out.push_str(path);
+    out
 }
 
 /// Host without brackets, and port, of an `authority` like `[::1]:443`.
