@@ -174,14 +174,15 @@ impl Authority {
             .signed_by(&self.leaf_key, &self.issuer)
             .map_err(|e| leaf_err(e.to_string()))?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.leaf_key.serialize_der()));
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map_err(|e| leaf_err(e.to_string()))?
-                .with_no_client_auth()
-                .with_single_cert(vec![cert.der().clone(), self.cert_der.clone()], key)
-                .map_err(|e| leaf_err(e.to_string()))?;
+        let mut config = ServerConfig::builder_with_provider(super::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| leaf_err(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.der().clone(), self.cert_der.clone()], key)
+            .map_err(|e| leaf_err(e.to_string()))?;
         config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        // The proxy's order (see `tls::provider`), not the client's.
+        config.ignore_client_order = true;
         Ok(config)
     }
 }

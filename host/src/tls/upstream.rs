@@ -63,7 +63,7 @@ pub fn roots(
 
 /// ALPN is left to the connector, which offers h2 and HTTP/1.1.
 pub fn client_config(roots: RootCertStore) -> ClientConfig {
-    ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    ClientConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)
@@ -75,7 +75,7 @@ pub fn client_config(roots: RootCertStore) -> ClientConfig {
 /// against its hash, so the server's identity adds nothing. nixpkgs'
 /// `fetchurl` does the same (`--insecure`) when it is given no CA bundle.
 pub fn unverified_client_config() -> ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = super::provider();
     ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
