@@ -279,16 +279,14 @@ class Bench:
         )
         self.ca_cert, self.ca_key = p / "ca.pem", p / "ca.key"
 
-    def start_nginx(self):
-        d = self.work / "nginx"
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir()
-        self.nginx_port = free_port()
+    def write_nginx_conf(self, d, port, http, server):
+        """`d`/nginx.conf: an HTTPS server on 127.0.0.1:`port` with the test
+        CA's server certificate, its files under `d`; `http` and `server`
+        are the lines of those blocks that differ between W2's file server
+        and W8's git server."""
         user = "user root;\n" if os.geteuid() == 0 else ""
-        temps = "".join(
-            f"  {k}_temp_path {d}/{k};\n"
-            for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
+        temps = "".join(f"  {k}_temp_path {d}/{k};\n"
+                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         (d / "nginx.conf").write_text(
             f"""{user}worker_processes auto;
 daemon off;
@@ -296,19 +294,26 @@ pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-  access_log off;
-  default_type application/octet-stream;
-  keepalive_requests 1000000;
-  keepalive_timeout 300s;
-{temps}  server {{
-    listen 127.0.0.1:{self.nginx_port} ssl;
+{http}{temps}  server {{
+    listen 127.0.0.1:{port} ssl;
     ssl_certificate {self.pki}/server.pem;
     ssl_certificate_key {self.pki}/server.key;
-    root {self.data};
-  }}
+{server}  }}
 }}
-"""
-        )
+""")
+
+    def start_nginx(self):
+        d = self.work / "nginx"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        self.nginx_port = free_port()
+        self.write_nginx_conf(
+            d, self.nginx_port,
+            http="  access_log off;\n"
+                 "  default_type application/octet-stream;\n"
+                 "  keepalive_requests 1000000;\n"
+                 "  keepalive_timeout 300s;\n",
+            server=f"    root {self.data};\n")
         cmd = ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
         self.nginx = self.spawn(cmd, "nginx")
         wait_connect(self.nginx_port, self.nginx)
@@ -978,22 +983,8 @@ http {{
         backend = Path(subprocess.run(["git", "--exec-path"], check=True, capture_output=True,
                                       text=True).stdout.strip()) / "git-http-backend"
         port = free_port()
-        user = "user root;\n" if os.geteuid() == 0 else ""
-        temps = "".join(f"  {k}_temp_path {d}/{k};\n"
-                        for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
         self.git_access_log = d / "access.log"
-        (d / "nginx.conf").write_text(
-            f"""{user}worker_processes auto;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log {self.git_access_log};
-{temps}  server {{
-    listen 127.0.0.1:{port} ssl;
-    ssl_certificate {self.pki}/server.pem;
-    ssl_certificate_key {self.pki}/server.key;
+        self.write_nginx_conf(d, port, http=f"  access_log {self.git_access_log};\n", server=f"""\
     client_max_body_size 0;
     location / {{
       include /etc/nginx/fastcgi_params;
@@ -1006,8 +997,6 @@ http {{
       fastcgi_buffering off;
       fastcgi_pass unix:{sock};
     }}
-  }}
-}}
 """)
         p = self.spawn(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"),
                         "-e", str(d / "error.log")], "git-nginx")

@@ -34,8 +34,9 @@ pub fn absolute(scheme: &str, host: &str, port: Option<u16>, path_and_query: &st
         out.push(']');
     }
     if let Some(p) = port.filter(|_| !default) {
-        out.push(':');
-        out.push_str(&p.to_string());
+        use std::fmt::Write;
+        // Into the same String: writing to a String cannot fail.
+        let _ = write!(out, ":{p}");
     }
     out.push_str(path);
     out
