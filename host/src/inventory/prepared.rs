@@ -739,9 +739,9 @@ mod tests {
         let idx = fx.prepare(10);
         let mut bytes = fs::read(&idx).unwrap();
         let records = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
-        // The first record's method length (after index u64, status u16):
-        // far past the record's end.
-        bytes[records + 13] = 0x7f;
+        // The high byte of the first record's method length: far past the
+        // record's end.
+        bytes[records + record::KEY_AT + 3] = 0x7f;
         fs::write(&idx, &bytes).unwrap();
         let p = Prepared::open(&idx, None, &fx.root()).unwrap();
         let failed: Vec<String> = (0..10)

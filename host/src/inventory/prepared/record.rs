@@ -39,6 +39,9 @@ pub(super) struct Record {
     pub hash: Option<String>,
 }
 
+/// Where the method's length starts: after `index` (u64) and `status` (u16).
+pub(super) const KEY_AT: usize = 10;
+
 const FETCH_URL: u8 = 1;
 const NAME: u8 = 2;
 const FILE: u8 = 4;
@@ -88,7 +91,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// The record's method and URL, read in place: what a lookup compares
 /// before it decodes the rest.
 pub(super) fn key(bytes: &[u8]) -> Result<(&str, &str), String> {
-    let mut r = Reader { bytes, at: 10 };
+    let mut r = Reader { bytes, at: KEY_AT };
     Ok((r.str("method")?, r.str("url")?))
 }
 
@@ -225,7 +228,7 @@ mod tests {
         longer.push(0);
         assert!(decode(&longer).unwrap_err().contains("1 bytes follow"));
         let mut bad_utf8 = bytes.clone();
-        bad_utf8[10 + 4] = 0xff; // the method's first byte
+        bad_utf8[KEY_AT + 4] = 0xff; // the method's first byte
         assert!(
             decode(&bad_utf8)
                 .unwrap_err()
