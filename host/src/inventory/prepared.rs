@@ -626,6 +626,14 @@ mod tests {
         }
     }
 
+    /// The errors of looking up the first `n` of [`Fx::json`]'s URLs.
+    fn failed_lookups(p: &Prepared, n: usize) -> Vec<String> {
+        (0..n)
+            .filter_map(|i| p.get("GET", &format!("https://e.org/f/{i}")).err())
+            .map(|e| e.to_string())
+            .collect()
+    }
+
     #[test]
     fn under_is_starts_with_on_whole_components() {
         for (path, root, want) in [
@@ -717,10 +725,7 @@ mod tests {
         bytes[at] ^= 1;
         fs::write(&idx, &bytes).unwrap();
         let p = Prepared::open(&idx, None, &fx.root()).unwrap();
-        let failed: Vec<String> = (0..3000)
-            .filter_map(|i| p.get("GET", &format!("https://e.org/f/{i}")).err())
-            .map(|e| e.to_string())
-            .collect();
+        let failed = failed_lookups(&p, 3000);
         assert!(
             !failed.is_empty() && failed.len() < 3000,
             "{}",
@@ -744,10 +749,7 @@ mod tests {
         bytes[records + record::KEY_AT + 3] = 0x7f;
         fs::write(&idx, &bytes).unwrap();
         let p = Prepared::open(&idx, None, &fx.root()).unwrap();
-        let failed: Vec<String> = (0..10)
-            .filter_map(|i| p.get("GET", &format!("https://e.org/f/{i}")).err())
-            .map(|e| e.to_string())
-            .collect();
+        let failed = failed_lookups(&p, 10);
         assert_eq!(failed.len(), 1, "{failed:?}");
         let err = &failed[0];
         assert!(
