@@ -344,13 +344,6 @@ impl Chain {
         req: &Request,
         head: ResponseHead,
     ) -> Result<ResponseOutcome, Fault> {
-        // No plugin has an opinion (replay's chain): nothing to convert.
-        if self.wanting(HooksWanted::ON_RESPONSE).next().is_none() {
-            return Ok(ResponseOutcome {
-                head,
-                want_body: Vec::new(),
-            });
-        }
         let mut req: wit::Request = req.clone().into();
         let mut head: wit::ResponseHead = head.into();
         let mut want_body = Vec::new();
@@ -426,9 +419,6 @@ impl Chain {
     /// `on-complete` on every plugin. A fault here cannot fail the exchange
     /// (the client has its answer), so it is logged.
     async fn complete(&self, id: u64, summary: &Summary) {
-        if self.wanting(HooksWanted::ON_COMPLETE).next().is_none() {
-            return;
-        }
         let mut exchange = wit::Exchange::from(summary);
         for p in self.wanting(HooksWanted::ON_COMPLETE) {
             let mut l = match self.lease(p, Some(id)).await {
@@ -510,6 +500,14 @@ impl Policy for Chain {
         req: &'a Request,
         head: ResponseHead,
     ) -> BoxFuture<'a, Result<ResponseOutcome, Fault>> {
+        // No plugin has an opinion (replay's chain): no call, nothing to
+        // convert, and not the call's future, which is large, to allocate.
+        if self.wanting(HooksWanted::ON_RESPONSE).next().is_none() {
+            return Box::pin(std::future::ready(Ok(ResponseOutcome {
+                head,
+                want_body: Vec::new(),
+            })));
+        }
         Box::pin(self.response(id, req, head))
     }
 
@@ -525,6 +523,9 @@ impl Policy for Chain {
     }
 
     fn on_complete<'a>(&'a self, id: u64, summary: &'a Summary) -> BoxFuture<'a, ()> {
+        if self.wanting(HooksWanted::ON_COMPLETE).next().is_none() {
+            return Box::pin(std::future::ready(()));
+        }
         Box::pin(self.complete(id, summary))
     }
 

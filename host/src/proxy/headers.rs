@@ -51,8 +51,7 @@ pub fn to_pairs(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
 pub fn to_http(headers: &[(String, Vec<u8>)]) -> Result<HeaderMap, String> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let n = name_of(name)?;
         if is_hop_by_hop(n.as_str()) {
             continue;
         }
@@ -63,9 +62,47 @@ pub fn to_http(headers: &[(String, Vec<u8>)]) -> Result<HeaderMap, String> {
     Ok(map)
 }
 
+/// What [`to_http`] would refuse, found without building the map (whose
+/// values are copies): a policy answer is checked where it is made and
+/// converted once, when it is sent.
+pub fn check(headers: &[(String, Vec<u8>)]) -> Result<(), String> {
+    for (name, value) in headers {
+        name_of(name)?;
+        if !value.iter().all(|&b| valid_value_byte(b)) {
+            return Err(format!("invalid value for header {name:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn name_of(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))
+}
+
+/// `HeaderValue::from_bytes`'s rule: visible ASCII, obs-text, space, tab.
+fn valid_value_byte(b: u8) -> bool {
+    b >= 32 && b != 127 || b == b'\t'
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_refuses_exactly_what_to_http_refuses() {
+        for b in 0..=255u8 {
+            let pairs = [("x-v".to_string(), vec![b'a', b])];
+            assert_eq!(
+                check(&pairs).is_ok(),
+                to_http(&pairs).is_ok(),
+                "value byte {b:#04x}"
+            );
+        }
+        for name in ["etag", "x-buildproxy-miss", "bad name", "", "caf\u{e9}"] {
+            let pairs = [(name.to_string(), b"1".to_vec())];
+            assert_eq!(check(&pairs).is_ok(), to_http(&pairs).is_ok(), "{name:?}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_headers_never_cross() {

@@ -233,9 +233,7 @@ pub fn check_head(head: &ResponseHead) -> Result<(), FaultReason> {
             head.status
         )));
     }
-    headers::to_http(&head.headers)
-        .map(|_| ())
-        .map_err(FaultReason::InvalidAnswer)
+    headers::check(&head.headers).map_err(FaultReason::InvalidAnswer)
 }
 
 /// A rewritten request must be one the upstream client can send.

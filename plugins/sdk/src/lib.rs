@@ -28,6 +28,7 @@ pub mod bindings {
     });
 }
 
+pub mod alloc;
 pub mod git;
 pub mod headers;
 pub mod location;
@@ -168,11 +169,20 @@ pub trait Plugin {
     }
 }
 
-/// Exports a `Default` type implementing [`Plugin`] as the component's hooks.
+/// Exports a `Default` type implementing [`Plugin`] as the component's hooks,
+/// and installs [`alloc::SizeClasses`] as the plugin's allocator (each string
+/// the host passes in is an allocation). A plugin that brings its own
+/// `#[global_allocator]` writes `export_plugin!(T, own_allocator)`.
 /// Expands to nothing on native targets, so the crate still builds and tests.
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty) => {
+        $crate::export_plugin!($ty, own_allocator);
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static BUILDPROXY_ALLOCATOR: $crate::alloc::SizeClasses = $crate::alloc::SizeClasses::new();
+    };
+    ($ty:ty, own_allocator) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             #[unsafe(no_mangle)]
