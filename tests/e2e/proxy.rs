@@ -180,7 +180,7 @@ fn a_plugin_looping_to_its_deadline_delays_only_its_own_exchanges() {
     let ca = TestCa::new(scratch.dir.path());
     let up = Upstream::start(&ca);
     let arg = fixture_arg("loop");
-    let deadline_ms = 4000;
+    let deadline_ms = 6000;
     let proxy = proxy_with(
         &scratch,
         &ca,
@@ -209,9 +209,18 @@ fn a_plugin_looping_to_its_deadline_delays_only_its_own_exchanges() {
         .collect();
     // Let every loop start (the fixture loops in `on-request`).
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let asked = std::time::Instant::now();
-    assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
-    let took = asked.elapsed();
+    // Up to three tries, until one is quick: one request can be slow
+    // because another test builds a crate on the same cores; a runtime held
+    // by the loops makes every try wait for them.
+    let mut took = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let asked = std::time::Instant::now();
+        assert_eq!(fetch(&proxy.env, &["-f", &url]), want);
+        took = took.min(asked.elapsed());
+        if took < std::time::Duration::from_millis(1000) {
+            break;
+        }
+    }
     eprintln!("an unrelated request took {took:?} while plugin calls looped ({calm:?} before)");
     let loops_running = started.elapsed() < std::time::Duration::from_millis(deadline_ms);
     for l in loops {
