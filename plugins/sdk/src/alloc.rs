@@ -102,7 +102,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
         let size = class_size(c);
         if (s.end as usize) - (s.next as usize) < size {
             // The rest of the chunk is too small for this class: it stays
-            // unused (at most 1 KiB of 64).
+            // unused (less than 1 KiB of 64).
             // SAFETY: a valid, non-zero layout.
             let chunk = unsafe {
                 self.inner
@@ -243,6 +243,7 @@ mod tests {
                 }
             }
             for &(p, size, fill) in &live {
+                assert_eq!(p as usize % ALIGN, 0, "every block is 16-aligned");
                 assert!(
                     std::slice::from_raw_parts(p, size)
                         .iter()
@@ -274,6 +275,28 @@ mod tests {
             let r = a.realloc(q, layout(2000, 1), 10);
             assert_eq!(std::slice::from_raw_parts(r, 10), b"0123456789");
             assert_eq!(a.inner.frees.get(), 1, "the large block");
+        }
+    }
+
+    /// An allocator with no memory left.
+    struct Empty;
+
+    unsafe impl GlobalAlloc for Empty {
+        unsafe fn alloc(&self, _: Layout) -> *mut u8 {
+            ptr::null_mut()
+        }
+        unsafe fn dealloc(&self, _: *mut u8, _: Layout) {
+            unreachable!("nothing was allocated")
+        }
+    }
+
+    #[test]
+    fn no_memory_is_a_null_block_not_a_bad_one() {
+        let a = SizeClasses::over(Empty);
+        unsafe {
+            assert!(a.alloc(layout(8, 8)).is_null());
+            assert!(a.alloc(layout(8, 8)).is_null(), "the state is unchanged");
+            assert!(a.alloc(layout(LARGEST + 1, 8)).is_null());
         }
     }
 

@@ -172,13 +172,16 @@ pub trait Plugin {
 /// Exports a `Default` type implementing [`Plugin`] as the component's hooks,
 /// and installs [`alloc::SizeClasses`] as the plugin's allocator (each string
 /// the host passes in is an allocation). A plugin that brings its own
-/// `#[global_allocator]` writes `export_plugin!(T, own_allocator)`.
+/// `#[global_allocator]`, or depends on a crate that does, writes
+/// `export_plugin!(T, own_allocator)`.
 /// Expands to nothing on native targets, so the crate still builds and tests.
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty) => {
         $crate::export_plugin!($ty, own_allocator);
-        #[cfg(target_arch = "wasm32")]
+        // A threaded Wasm build (atomics) keeps the default allocator: this
+        // one assumes a single thread.
+        #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
         #[global_allocator]
         static BUILDPROXY_ALLOCATOR: $crate::alloc::SizeClasses = $crate::alloc::SizeClasses::new();
     };
