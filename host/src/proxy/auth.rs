@@ -10,8 +10,9 @@
 //!   (`http://buildproxy:SECRET@127.0.0.1:PORT`), which curl, wget, Python,
 //!   pip, git, npm, cargo and Go send as `Proxy-Authorization: Basic` on
 //!   plain requests and on CONNECT;
-//! - or a peer socket owned by our own uid, read from the kernel's socket
-//!   table (`/proc/net/tcp*`; SO_PEERCRED exists only for Unix sockets).
+//! - or a peer socket owned by our own uid, asked of the kernel by the
+//!   connection's addresses (`sock_diag`; SO_PEERCRED exists only for Unix
+//!   sockets).
 //!   This admits the JVM, which has no standard way to take proxy
 //!   credentials from its environment (an Authenticator is code), and
 //!   whose `JAVA_TOOL_OPTIONS` it prints to the build log, where a secret
@@ -154,8 +155,21 @@ fn socket_process(inode: u64) -> Option<u32> {
 }
 
 /// The uid and inode of the socket whose local end is `local` and remote
-/// end `remote`, from `/proc/net/tcp` and `/proc/net/tcp6`.
+/// end `remote`: asked of the kernel (`sock_diag`), or read from its socket
+/// table where netlink is not available.
 pub fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
+    match super::sock_diag::owner(local, remote) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!("sock_diag: {e}; reading /proc/net/tcp* instead");
+            socket_table(local, remote)
+        }
+    }
+}
+
+/// [`socket_owner`] from `/proc/net/tcp` and `/proc/net/tcp6`: the kernel
+/// prints every socket of the namespace for each read.
+fn socket_table(local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
     let want_local = forms(local);
     let want_remote = forms(remote);
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
@@ -288,5 +302,17 @@ mod tests {
         assert_eq!(peer.process(), Some(std::process::id()));
         // No such socket: unknown, never guessed.
         assert_eq!(socket_owner("127.0.0.1:1".parse().unwrap(), local), None);
+        assert_eq!(socket_table("127.0.0.1:1".parse().unwrap(), local), None);
+    }
+
+    #[test]
+    fn the_kernels_answer_and_the_socket_table_agree() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, remote) = listener.accept().unwrap();
+        let local = server.local_addr().unwrap();
+        let asked = super::super::sock_diag::owner(remote, local).unwrap();
+        assert!(asked.is_some());
+        assert_eq!(asked, socket_table(remote, local));
     }
 }

@@ -16,6 +16,7 @@ pub mod idle;
 pub mod redirects;
 pub mod server;
 pub mod sink;
+mod sock_diag;
 pub mod stall;
 pub mod url;
 
