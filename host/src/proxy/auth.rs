@@ -129,7 +129,8 @@ impl Peer {
 
     /// The process holding the client's socket (the lowest pid when it is
     /// shared, e.g. across a fork): which client a redirect was relayed to.
-    /// Scans `/proc/*/fd`, so it is asked only when redirects are involved.
+    /// Scans `/proc/PID/fd` (our process tree first), so it is asked only
+    /// when redirects are involved.
     pub fn process(&self) -> Option<u32> {
         *self.process.get_or_init(|| {
             let (_, inode) = self.socket()?;
@@ -138,20 +139,57 @@ impl Peer {
     }
 }
 
+/// The lowest pid holding the socket `inode`. Our own process tree first
+/// (a capture's clients are the COMMAND's processes): each pid's open files
+/// are a directory to list and a link to read per file, and as root the
+/// whole machine's come to tens of thousands. The rest of the machine only
+/// when the tree does not hold it (`proxy` mode's clients).
 fn socket_process(inode: u64) -> Option<u32> {
     let want = format!("socket:[{inode}]");
-    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    pids.into_iter().find(|pid| {
+    let holds = |pid: &u32| {
         std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
             fds.filter_map(Result::ok).any(|fd| {
                 std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == want.as_str())
             })
         })
-    })
+    };
+    let mut ours = process_tree(std::process::id());
+    ours.sort_unstable();
+    if let Some(pid) = ours.iter().copied().find(holds) {
+        return Some(pid);
+    }
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid| ours.binary_search(pid).is_err())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter().find(holds)
+}
+
+/// `root` and its descendants, from each thread's `children` file (empty
+/// where the kernel does not keep them: the caller then scans everything).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut out = vec![root];
+    let mut next = 0;
+    while next < out.len() {
+        let pid = out[next];
+        next += 1;
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.filter_map(Result::ok) {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                if !out.contains(&child) {
+                    out.push(child);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The uid and inode of the socket whose local end is `local` and remote
@@ -303,6 +341,28 @@ mod tests {
         // No such socket: unknown, never guessed.
         assert_eq!(socket_owner("127.0.0.1:1".parse().unwrap(), local), None);
         assert_eq!(socket_table("127.0.0.1:1".parse().unwrap(), local), None);
+    }
+
+    #[test]
+    fn a_child_process_holding_the_client_socket_is_found_in_our_tree() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The child opens the connection itself and keeps it while we look.
+        let mut child = std::process::Command::new("bash")
+            .args([
+                "-c",
+                &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; read -t 20 <&3"),
+            ])
+            .spawn()
+            .unwrap();
+        let (server, remote) = listener.accept().unwrap();
+        let peer = Peer::new(server.local_addr().unwrap(), remote);
+        let found = peer.process();
+        assert!(process_tree(std::process::id()).contains(&child.id()));
+        drop(server);
+        let _ = child.wait();
+        assert_eq!(found, Some(child.id()));
+        assert!(process_tree(std::process::id()).contains(&std::process::id()));
     }
 
     #[test]
