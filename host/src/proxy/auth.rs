@@ -325,12 +325,19 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_socket_table_names_the_owner_of_a_loopback_client() {
+    /// A loopback connection, open: the client and server sockets, and the
+    /// server's local and remote ends.
+    fn connected() -> ([std::net::TcpStream; 2], SocketAddr, SocketAddr) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, remote) = listener.accept().unwrap();
         let local = server.local_addr().unwrap();
+        ([client, server], local, remote)
+    }
+
+    #[test]
+    fn the_socket_table_names_the_owner_of_a_loopback_client() {
+        let ([client, _server], local, remote) = connected();
         assert_eq!(remote, client.local_addr().unwrap());
         // SAFETY: geteuid never fails.
         let me = unsafe { libc::geteuid() };
@@ -367,10 +374,7 @@ mod tests {
 
     #[test]
     fn the_kernels_answer_and_the_socket_table_agree() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, remote) = listener.accept().unwrap();
-        let local = server.local_addr().unwrap();
+        let (_open, local, remote) = connected();
         let asked = super::super::sock_diag::owner(remote, local).unwrap();
         assert!(asked.is_some());
         assert_eq!(asked, socket_table(remote, local));
