@@ -352,23 +352,40 @@ mod tests {
 
     #[test]
     fn a_child_process_holding_the_client_socket_is_found_in_our_tree() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        // The child opens the connection itself and keeps it while we look.
-        let mut child = std::process::Command::new("bash")
-            .args([
-                "-c",
-                &format!("exec 3<>/dev/tcp/127.0.0.1/{port}; read -t 20 <&3"),
-            ])
-            .spawn()
-            .unwrap();
-        let (server, remote) = listener.accept().unwrap();
-        let peer = Peer::new(server.local_addr().unwrap(), remote);
-        let found = peer.process();
-        assert!(process_tree(std::process::id()).contains(&child.id()));
+        use std::os::fd::AsRawFd;
+        let ([client, server], local, remote) = connected();
+        // A forked child keeps the client socket and we close ours, as a
+        // client process of a capture holds its own connection. No program
+        // is run: the package's check phase has none.
+        // SAFETY: the child only calls `close`, `poll` and `_exit`, all
+        // async-signal-safe, so forking a threaded process is sound.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: closing the server end it inherited (so our close of
+            // it is the connection's end), then waiting for that end, at
+            // most 20 s; then the child ends.
+            unsafe {
+                libc::close(server.as_raw_fd());
+                let mut wait = libc::pollfd {
+                    fd: client.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                libc::poll(&raw mut wait, 1, 20_000);
+                libc::_exit(0);
+            }
+        }
+        drop(client);
+        let child = pid as u32;
+        let in_tree = process_tree(std::process::id()).contains(&child);
+        let found = Peer::new(local, remote).process();
+        // The child sees the connection end, and ends.
         drop(server);
-        let _ = child.wait();
-        assert_eq!(found, Some(child.id()));
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+        assert!(in_tree);
+        assert_eq!(found, Some(child));
         assert!(process_tree(std::process::id()).contains(&std::process::id()));
     }
 
