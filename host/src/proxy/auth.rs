@@ -25,7 +25,7 @@
 //! (`headers.rs`), so it never reaches a plugin, an upstream, a log line or
 //! a recorded file.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
@@ -208,8 +208,10 @@ pub fn socket_owner(local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)>
 /// [`socket_owner`] from `/proc/net/tcp` and `/proc/net/tcp6`: the kernel
 /// prints every socket of the namespace for each read.
 fn socket_table(local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
-    let want_local = forms(local);
-    let want_remote = forms(remote);
+    let want: Vec<(String, String)> = super::sock_diag::forms(local.ip(), remote.ip())
+        .iter()
+        .map(|(_, l, r)| (table_form(l, local.port()), table_form(r, remote.port())))
+        .collect();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -219,8 +221,9 @@ fn socket_table(local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
             if f.len() < 10 {
                 continue;
             }
-            if want_local.iter().any(|w| w.eq_ignore_ascii_case(f[1]))
-                && want_remote.iter().any(|w| w.eq_ignore_ascii_case(f[2]))
+            if want
+                .iter()
+                .any(|(l, r)| l.eq_ignore_ascii_case(f[1]) && r.eq_ignore_ascii_case(f[2]))
             {
                 return Some((f[7].parse().ok()?, f[9].parse().ok()?));
             }
@@ -229,33 +232,16 @@ fn socket_table(local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
     None
 }
 
-/// An address as the kernel prints it in `/proc/net/tcp*` (each 32-bit
-/// word of the address in host order, then the port), in every form it may
-/// take: an IPv4 peer of a dual-stack listener appears v4-mapped on our
-/// side but plain on its own.
-fn forms(addr: SocketAddr) -> Vec<String> {
-    let port = addr.port();
-    let v4 = |o: [u8; 4]| format!("{:08X}:{port:04X}", u32::from_ne_bytes(o));
-    let v6 = |o: [u8; 16]| {
-        let mut s = String::with_capacity(37);
-        for w in o.chunks(4) {
-            s.push_str(&format!(
-                "{:08X}",
-                u32::from_ne_bytes([w[0], w[1], w[2], w[3]])
-            ));
-        }
-        format!("{s}:{port:04X}")
-    };
-    match addr.ip() {
-        IpAddr::V4(ip) => vec![v4(ip.octets()), v6(ip.to_ipv6_mapped().octets())],
-        IpAddr::V6(ip) => {
-            let mut out = vec![v6(ip.octets())];
-            if let Some(m) = ip.to_ipv4_mapped() {
-                out.push(v4(m.octets()));
-            }
-            out
-        }
+/// An address as the kernel prints it in `/proc/net/tcp*`: each 32-bit
+/// word of the address in host order, then the port.
+fn table_form(octets: &[u8], port: u16) -> String {
+    let mut out = String::with_capacity(37);
+    for w in octets.chunks(4) {
+        let word = u32::from_ne_bytes(w.try_into().expect("4-byte words"));
+        out.push_str(&format!("{word:08X}"));
     }
+    out.push_str(&format!(":{port:04X}"));
+    out
 }
 
 /// The answer to a request that holds no key: what the proxy is, and how

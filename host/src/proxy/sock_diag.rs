@@ -36,11 +36,12 @@ pub fn owner(local: SocketAddr, remote: SocketAddr) -> io::Result<Option<(u32, u
     Ok(None)
 }
 
-/// The address families and forms a socket with these addresses may have:
-/// an IPv4 client of a dual-stack listener is a plain IPv4 socket on its own
-/// side though the listener sees it v4-mapped, and an IPv6 socket may talk
-/// to a v4-mapped address itself.
-fn forms(local: IpAddr, remote: IpAddr) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
+/// The address families and forms a socket with these addresses may have
+/// (also what the `/proc` fallback looks for): an IPv4 client of a
+/// dual-stack listener is a plain IPv4 socket on its own side though the
+/// listener sees it v4-mapped, and an IPv6 socket may talk to a v4-mapped
+/// address itself.
+pub(super) fn forms(local: IpAddr, remote: IpAddr) -> Vec<(u8, Vec<u8>, Vec<u8>)> {
     let v4 = |ip: IpAddr| match ip {
         IpAddr::V4(a) => Some(a.octets()),
         IpAddr::V6(a) => a.to_ipv4_mapped().map(|m| m.octets()),
