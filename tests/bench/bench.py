@@ -49,8 +49,8 @@ Workloads:
       another client) against the same proxy while nobody asks for
       `/boom`: the rate unrelated requests keep.
 
-`--before NAME=BIN` (repeatable) adds another build to W1, W2, W4, W5 and
-W6 as "buildproxy NAME", in the same rounds: e.g. the release build of the
+`--before NAME=BIN` (repeatable) adds another build to W1, W2, W4, W5, W6
+and W9 as "buildproxy NAME", in the same rounds: e.g. the release build of the
 commit before a change, to show what the change did.
 
 Prints a table of medians with ratios to direct, writes every raw number to
@@ -102,8 +102,8 @@ W7_SIZES = (1000, 10000, 50000)
 # W8's repository: files at the tip, commits, files each later commit edits.
 W8_FILES, W8_COMMITS, W8_EDITS = 1000, 30, 50
 W8_CLONES = {"full": [], "depth 1": ["--depth", "1"]}
-# Workloads that serve the generated files (W1-W6) and need them written.
-HTTP_DATA = {"W1", "W2", "W3", "W4", "W5", "W6"}
+# Workloads that serve the generated files (W1-W6, W9) and need them written.
+HTTP_DATA = {"W1", "W2", "W3", "W4", "W5", "W6", "W9"}
 
 
 def log(msg):
@@ -771,15 +771,18 @@ http {{
         if not self.fixtures or not (self.fixtures / "misbehave.wasm").exists():
             raise RuntimeError("W9 needs the misbehave and replay components: --fixtures DIR "
                                "(run.sh passes the release build's OUT_DIR)")
-        bp, url = self.start_replay(
-            name="buildproxy-replay-misbehave",
-            extra=["--no-default-plugins",
-                   "--plugin", f"{self.fixtures / 'misbehave.wasm'}=loop",
-                   "--plugin", str(self.fixtures / "replay.wasm")])
+        builds = {None: self.bin, **self.before}
+        procs, urls = {}, {}
+        for name, b in builds.items():
+            procs[name], urls[name] = self.start_replay(
+                b, f"buildproxy-replay-misbehave{'-' + name if name else ''}",
+                ["--no-default-plugins",
+                 "--plugin", f"{self.fixtures / 'misbehave.wasm'}=loop",
+                 "--plugin", str(self.fixtures / "replay.wasm")])
         boom = f"{self.base}/small/boom"
         looping = {"stop": False, "codes": [], "seconds": []}
 
-        def loop():
+        def loop(url):
             while not looping["stop"]:
                 t0 = time.perf_counter()
                 out = subprocess.run(self.curl(url) + ["-o", "/dev/null", "-w", "%{http_code}",
@@ -790,28 +793,39 @@ http {{
 
         import threading
 
+        # system -> (build, whether a plugin loops); "direct" has no build
+        systems = {}
+        for name in builds:
+            suffix = f", {name}" if name else ""
+            systems["quiet" + suffix] = (name, False)
+            systems["while a plugin loops" + suffix] = (name, True)
+        systems["direct"] = (None, None)
+
         def measure(system, conns):
-            if system != "while a plugin loops":
-                return self.many(None if system == "direct" else url, conns)
+            name, loops = systems[system]
+            if loops is None:
+                return self.many(None, conns)
+            if not loops:
+                return self.many(urls[name], conns)
             looping["stop"] = False
-            t = threading.Thread(target=loop)
+            t = threading.Thread(target=loop, args=(urls[name],))
             t.start()
             time.sleep(0.3)  # the first /boom request is in the plugin
             try:
-                return self.many(url, conns)
+                return self.many(urls[name], conns)
             finally:
                 looping["stop"] = True
                 t.join()
 
-        systems = ["quiet", "while a plugin loops", "direct"]
         for s in systems:
             measure(s, 1)
         out = {}
         for kind, conns in (("seq", 1), ("par", PAR_CONNECTIONS)):
-            out[kind] = {"runs": self.rounds(f"W9 {kind}", systems,
+            out[kind] = {"runs": self.rounds(f"W9 {kind}", list(systems),
                                              lambda s: measure(s, conns))}
-        out["proxy"] = {"while a plugin loops": proc_status(bp.pid)}
-        self.stop(bp)
+        out["proxy"] = {"while a plugin loops": proc_status(procs[None].pid)}
+        for p in procs.values():
+            self.stop(p)
         codes = looping["codes"]
         out["boom"] = {"requests": len(codes), "502": codes.count("502"),
                        "median_s": statistics.median(looping["seconds"]) if codes else None}
@@ -1205,8 +1219,19 @@ def summarise(results):
                 TARGETS.get(f"W6 lookup {n}", ""))
     if "W9" in w:
         for kind in ("seq", "par"):
-            against_floor(f"W9 {kind}, a plugin loops on another URL", w["W9"][kind]["runs"],
+            runs = w["W9"][kind]["runs"]
+            against_floor(f"W9 {kind}, a plugin loops on another URL",
+                          {s: runs[s] for s in ("quiet", "while a plugin loops", "direct")},
                           "req_s", "req/s", None, TARGETS["W9"], "while a plugin loops")
+            # each --before build against its own quiet rate
+            for s in runs:
+                if s.startswith("quiet, "):
+                    name = s.split(", ", 1)[1]
+                    against_floor(f"W9 {kind}, buildproxy {name}",
+                                  {s: runs[s],
+                                   f"while a plugin loops, {name}":
+                                   runs[f"while a plugin loops, {name}"]},
+                                  "req_s", "req/s", None, "", None)
     # Builds measured in the same rounds (--before): this build's median
     # per-round ratio to each.
     def against_builds(work, runs, key, unit, this="buildproxy"):
@@ -1305,7 +1330,7 @@ def main():
     ap.add_argument("--build", default="", help="which build --bin is (run.sh says)")
     ap.add_argument("--note", default="", help="free text stored with the results")
     ap.add_argument("--before", action="append", metavar="NAME=BIN",
-                    help="another buildproxy build measured beside --bin (W1, W2, W4, W5, W6)")
+                    help="another buildproxy build measured beside --bin (W1, W2, W4, W5, W6, W9)")
     ap.add_argument("--fixtures", help="the directory holding misbehave.wasm and replay.wasm (W9)")
     args = ap.parse_args()
     if args.runs < 3:

@@ -6,7 +6,7 @@
 #   tests/bench/run.sh                 # everything, 5 rounds, 1 GiB file
 #   tests/bench/run.sh --runs 3 --only W1,W3 --no-mitm
 #   tests/bench/run.sh --help          # every option (bench.py's)
-#   tests/bench/run.sh --before OLD    # W1/W2 also through another build
+#   tests/bench/run.sh --before old=OLD  # another build in the same rounds
 #
 # Installs what it needs: nginx, curl, openssl and python3-venv from Debian
 # (apt-get, as root; nix-bin for W7, git and fcgiwrap for W8), mitmproxy
