@@ -17,7 +17,7 @@ use super::bindings::{
     self as wit, HooksWanted, Mode, Plugin, PluginPre, RequestAction, ResponseAction,
 };
 use super::bodies::Bodies;
-use super::engine::{Limits, Runtime};
+use super::engine::{Limits, Runtime, TICK};
 use super::fault::{DeadlineExceeded, Fault, FaultReason, MemoryCap, classify};
 use super::lane;
 use super::state::{Counters, HostState, Stash};
@@ -178,6 +178,7 @@ impl Chain {
                 },
                 counters: p.counters.clone(),
                 ticks_left: 0,
+                pace: Default::default(),
                 exchange: None,
                 stash: p.stash.clone(),
                 bodies: self.bodies.clone(),
@@ -185,15 +186,21 @@ impl Chain {
             },
         );
         store.limiter(|s| &mut s.memory);
-        // Each tick the call yields to the runtime, so other exchanges run;
-        // once its ticks are spent it fails with the deadline.
+        // Each tick the call yields to the runtime, so other exchanges run,
+        // or rests a tick when it has to fight other work for the cores
+        // (`lane::Pace`); once the ticks it ran are spent it fails with the
+        // deadline.
         store.epoch_deadline_callback(|mut cx| {
             let state = cx.data_mut();
             if state.ticks_left == 0 {
                 return Err(wasmtime::Error::new(DeadlineExceeded));
             }
             state.ticks_left -= 1;
-            Ok(UpdateDeadline::Yield(1))
+            Ok(match state.pace.at_tick(TICK) {
+                // (the next deadline is set when the rest is over)
+                Some(rest) => UpdateDeadline::YieldCustom(1, rest),
+                None => UpdateDeadline::Yield(1),
+            })
         });
         arm(&mut store, &self.limits);
         let bindings = p
@@ -566,6 +573,7 @@ fn apply(
 /// epoch callback runs, then `deadline_ticks` more yields.
 fn arm(store: &mut Store<HostState>, limits: &Limits) {
     store.data_mut().ticks_left = limits.deadline_ticks();
+    store.data_mut().pace = lane::Pace::default();
     store.set_epoch_deadline(1);
 }
 

@@ -5,10 +5,19 @@
 //! calls share their threads tick by tick until they end or reach their
 //! deadline. So a plugin computing for its whole deadline costs an
 //! unrelated exchange nothing but CPU, never a wait for a worker thread.
+//!
+//! The CPU it costs is kept small by [`Pace`]: at niceness 19 a long call
+//! still fills every gap the proxy's work leaves (a fifth of the cores
+//! during W9's 8 connections), and on this machine a core kept busy slows
+//! its neighbour. A call that gets under 80% of a tick's time is competing
+//! with other work, and rests for the next tick.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::Poll;
+use std::thread::{self, ThreadId};
+use std::time::{Duration, Instant};
 
 /// Threads of the slow lane: long calls are the exception, and each
 /// yields at every tick, so two keep them all moving.
@@ -28,6 +37,7 @@ fn slow_lane() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(SLOW_THREADS)
             .thread_name("plugin-slow-lane")
+            .enable_time()
             .on_thread_start(|| {
                 // On Linux this sets the calling thread's niceness; failing
                 // only costs the priority.
@@ -37,6 +47,53 @@ fn slow_lane() -> &'static tokio::runtime::Runtime {
             .build()
             .expect("starting the plugin slow lane")
     })
+}
+
+/// When a long call rests: kept in its store, asked at every epoch tick.
+///
+/// A rest is not counted against the call's deadline (the epoch callback
+/// counts the ticks a call ran), so a call that is only slowed down by
+/// other work is not failed for it; its wall time is then at most twice its
+/// deadline.
+#[derive(Debug, Default)]
+pub struct Pace {
+    /// Where the call ran since the last tick: its thread, and that
+    /// thread's wall and CPU clocks when it started there.
+    since: Option<(ThreadId, Instant, Duration)>,
+}
+
+impl Pace {
+    /// At an epoch tick: `Some(rest)` to sleep before the call goes on, if
+    /// the call got under 80% of the time since the last tick. Never on a
+    /// call's first tick, nor after it moved threads (no comparison).
+    pub fn at_tick(&mut self, tick: Duration) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
+        self.rests(thread::current().id(), Instant::now(), thread_cpu(), tick)
+            .then(|| Box::pin(async move { tokio::time::sleep(tick).await }) as _)
+    }
+
+    fn rests(&mut self, here: ThreadId, now: Instant, cpu: Duration, tick: Duration) -> bool {
+        let contended = matches!(self.since,
+            Some((t, wall, used)) if t == here
+                && cpu.saturating_sub(used) * 5 < now.saturating_duration_since(wall) * 4);
+        // After a rest the next interval starts when it ends; the thread
+        // uses no CPU meanwhile.
+        self.since = Some((here, if contended { now + tick } else { now }, cpu));
+        contended
+    }
+}
+
+/// CPU time of the calling thread; zero where the clock is refused (the
+/// call then never rests).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the calling thread's CPU clock into `ts`.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Runs a hook call: here if it finishes before its first yield, on the
@@ -72,6 +129,49 @@ mod tests {
         })
         .await;
         assert_ne!(slow, here);
+    }
+
+    const TICK: Duration = Duration::from_millis(10);
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_call_rests_after_a_tick_in_which_it_got_under_four_fifths_of_the_time() {
+        let (me, t0) = (thread::current().id(), Instant::now());
+        let mut pace = Pace::default();
+        assert!(
+            !pace.rests(me, t0, MS, TICK),
+            "the first tick has nothing to compare"
+        );
+        // 9 of 10 ms: alone on its core
+        assert!(!pace.rests(me, t0 + TICK, MS * 10, TICK));
+        // 7 of 10 ms: other work wanted the core
+        assert!(pace.rests(me, t0 + TICK * 2, MS * 17, TICK));
+        // the tick after the rest is measured from the rest's end: a whole
+        // tick of work is not contended
+        assert!(!pace.rests(me, t0 + TICK * 4, MS * 27, TICK));
+        assert!(pace.rests(me, t0 + TICK * 5, MS * 28, TICK));
+    }
+
+    #[test]
+    fn a_call_that_moved_threads_does_not_rest_on_its_first_tick_there() {
+        let t0 = Instant::now();
+        let other = thread::spawn(|| thread::current().id()).join().unwrap();
+        let mut pace = Pace::default();
+        pace.rests(other, t0, MS, TICK);
+        assert!(!pace.rests(thread::current().id(), t0 + TICK, MS, TICK));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_real_clocks_see_a_thread_that_did_not_run_and_its_rest_is_a_tick() {
+        let mut pace = Pace::default();
+        assert!(pace.at_tick(TICK).is_none());
+        std::thread::sleep(TICK); // a tick without the CPU
+        let rest = pace
+            .at_tick(TICK)
+            .expect("a thread that slept through a tick rests");
+        let started = Instant::now();
+        rest.await;
+        assert!(started.elapsed() >= TICK);
     }
 
     #[tokio::test(flavor = "current_thread")]
