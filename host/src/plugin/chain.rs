@@ -196,11 +196,8 @@ impl Chain {
                 return Err(wasmtime::Error::new(DeadlineExceeded));
             }
             state.ticks_left -= 1;
-            Ok(match state.pace.at_tick(TICK) {
-                // (the next deadline is set when the rest is over)
-                Some(rest) => UpdateDeadline::YieldCustom(1, rest),
-                None => UpdateDeadline::Yield(1),
-            })
+            // (the next deadline is set once the call goes on)
+            Ok(UpdateDeadline::YieldCustom(1, state.pace.at_tick(TICK)))
         });
         arm(&mut store, &self.limits);
         let bindings = p
@@ -573,7 +570,7 @@ fn apply(
 /// epoch callback runs, then `deadline_ticks` more yields.
 fn arm(store: &mut Store<HostState>, limits: &Limits) {
     store.data_mut().ticks_left = limits.deadline_ticks();
-    store.data_mut().pace = lane::Pace::default();
+    store.data_mut().pace.reset();
     store.set_epoch_deadline(1);
 }
 

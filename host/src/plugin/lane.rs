@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
@@ -57,29 +57,46 @@ fn slow_lane() -> &'static tokio::runtime::Runtime {
 /// deadline.
 #[derive(Debug, Default)]
 pub struct Pace {
-    /// Where the call ran since the last tick: its thread, and that
-    /// thread's wall and CPU clocks when it started there.
-    since: Option<(ThreadId, Instant, Duration)>,
+    /// Where the call has run since it last resumed: the thread, and that
+    /// thread's wall and CPU clocks then. Set by the yield itself as it
+    /// completes, on the thread that goes on with the call: the slow lane's
+    /// threads take turns at a call, so a baseline taken at the tick would
+    /// compare the clocks of two threads.
+    since: Arc<Mutex<Option<Since>>>,
 }
 
+type Since = (ThreadId, Instant, Duration);
+
 impl Pace {
-    /// At an epoch tick: `Some(rest)` to sleep before the call goes on, if
-    /// the call got under 80% of the time since the last tick. Never on a
-    /// call's first tick, nor after it moved threads (no comparison).
-    pub fn at_tick(&mut self, tick: Duration) -> Option<Pin<Box<dyn Future<Output = ()> + Send>>> {
-        self.rests(thread::current().id(), Instant::now(), thread_cpu(), tick)
-            .then(|| Box::pin(async move { tokio::time::sleep(tick).await }) as _)
+    /// For a new call: nothing to compare its first tick with.
+    pub fn reset(&self) {
+        *self.since.lock().unwrap() = None;
     }
 
-    fn rests(&mut self, here: ThreadId, now: Instant, cpu: Duration, tick: Duration) -> bool {
-        let contended = matches!(self.since,
-            Some((t, wall, used)) if t == here
-                && cpu.saturating_sub(used) * 5 < now.saturating_duration_since(wall) * 4);
-        // After a rest the next interval starts when it ends; the thread
-        // uses no CPU meanwhile.
-        self.since = Some((here, if contended { now + tick } else { now }, cpu));
-        contended
+    /// At an epoch tick: how the call yields. It rests for `tick` if it got
+    /// under 80% of the time since it resumed; never on its first tick.
+    pub fn at_tick(&self, tick: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let rest = contended(
+            *self.since.lock().unwrap(),
+            (thread::current().id(), Instant::now(), thread_cpu()),
+        );
+        let since = self.since.clone();
+        Box::pin(async move {
+            if rest {
+                tokio::time::sleep(tick).await;
+            } else {
+                tokio::task::yield_now().await;
+            }
+            *since.lock().unwrap() = Some((thread::current().id(), Instant::now(), thread_cpu()));
+        })
     }
+}
+
+/// Whether a call that resumed at `since` got under 80% of its thread's
+/// time until `now`.
+fn contended(since: Option<Since>, now: Since) -> bool {
+    matches!(since, Some((thread, wall, cpu)) if thread == now.0
+        && now.2.saturating_sub(cpu) * 5 < now.1.saturating_duration_since(wall) * 4)
 }
 
 /// CPU time of the calling thread; zero where the clock is refused (the
@@ -135,43 +152,45 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_call_rests_after_a_tick_in_which_it_got_under_four_fifths_of_the_time() {
+    fn a_call_is_contended_when_it_got_under_four_fifths_of_its_time() {
         let (me, t0) = (thread::current().id(), Instant::now());
-        let mut pace = Pace::default();
-        assert!(
-            !pace.rests(me, t0, MS, TICK),
-            "the first tick has nothing to compare"
-        );
+        let since = Some((me, t0, MS));
+        assert!(!contended(None, (me, t0 + TICK, MS)), "a first tick");
         // 9 of 10 ms: alone on its core
-        assert!(!pace.rests(me, t0 + TICK, MS * 10, TICK));
+        assert!(!contended(since, (me, t0 + TICK, MS * 10)));
         // 7 of 10 ms: other work wanted the core
-        assert!(pace.rests(me, t0 + TICK * 2, MS * 17, TICK));
-        // the tick after the rest is measured from the rest's end: a whole
-        // tick of work is not contended
-        assert!(!pace.rests(me, t0 + TICK * 4, MS * 27, TICK));
-        assert!(pace.rests(me, t0 + TICK * 5, MS * 28, TICK));
-    }
-
-    #[test]
-    fn a_call_that_moved_threads_does_not_rest_on_its_first_tick_there() {
-        let t0 = Instant::now();
+        assert!(contended(since, (me, t0 + TICK, MS * 8)));
         let other = thread::spawn(|| thread::current().id()).join().unwrap();
-        let mut pace = Pace::default();
-        pace.rests(other, t0, MS, TICK);
-        assert!(!pace.rests(thread::current().id(), t0 + TICK, MS, TICK));
+        assert!(
+            !contended(since, (other, t0 + TICK, MS)),
+            "two threads' CPU clocks do not compare"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn the_real_clocks_see_a_thread_that_did_not_run_and_its_rest_is_a_tick() {
-        let mut pace = Pace::default();
-        assert!(pace.at_tick(TICK).is_none());
-        std::thread::sleep(TICK); // a tick without the CPU
-        let rest = pace
-            .at_tick(TICK)
-            .expect("a thread that slept through a tick rests");
+    async fn a_call_that_did_not_get_its_tick_rests_one_and_the_next_is_measured_from_the_rest_s_end()
+     {
+        let pace = Pace::default();
         let started = Instant::now();
-        rest.await;
-        assert!(started.elapsed() >= TICK);
+        pace.at_tick(TICK).await; // a first tick: a yield, and the baseline
+        assert!(started.elapsed() < TICK);
+        std::thread::sleep(TICK); // a tick without the CPU
+        let rested = Instant::now();
+        pace.at_tick(TICK).await;
+        assert!(rested.elapsed() >= TICK, "it rested");
+        // measured from the rest's end, not from the tick before it (which
+        // would take the rest for contention and rest again)
+        let next = Instant::now();
+        pace.at_tick(TICK).await;
+        assert!(next.elapsed() < TICK, "it rested twice");
+        std::thread::sleep(TICK);
+        let yielded = Instant::now();
+        pace.reset();
+        pace.at_tick(TICK).await;
+        assert!(
+            yielded.elapsed() < TICK,
+            "a reset call starts without a baseline"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
