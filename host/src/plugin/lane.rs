@@ -52,9 +52,8 @@ fn slow_lane() -> &'static tokio::runtime::Runtime {
 /// When a long call rests: kept in its store, asked at every epoch tick.
 ///
 /// A rest is not counted against the call's deadline (the epoch callback
-/// counts the ticks a call ran), so a call that is only slowed down by
-/// other work is not failed for it; its wall time is then at most twice its
-/// deadline.
+/// counts the ticks a call ran), so resting costs the call none of its
+/// deadline, and its wall time is at most twice the deadline.
 #[derive(Debug, Default)]
 pub struct Pace {
     /// Where the call has run since it last resumed: the thread, and that
