@@ -9,8 +9,8 @@
 //! The CPU it costs is kept small by [`Pace`]: at niceness 19 a long call
 //! still fills every gap the proxy's work leaves (a fifth of the cores
 //! during W9's 8 connections), and on this machine a core kept busy slows
-//! its neighbour. A call that gets under 80% of a tick's time is competing
-//! with other work, and rests for the next tick.
+//! its neighbour. A call whose thread waited for a core for over a fifth of
+//! a tick is competing with other work, and rests for the next tick.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -51,20 +51,32 @@ fn slow_lane() -> &'static tokio::runtime::Runtime {
 
 /// When a long call rests: kept in its store, asked at every epoch tick.
 ///
+/// A call competes when its thread spent over a fifth of the time since the
+/// call resumed waiting for a core (the kernel's run-queue delay,
+/// `/proc/thread-self/schedstat`). Time blocked in an import (a body read
+/// from disk) is not competing, and an idle machine never makes a call
+/// rest. Where the kernel keeps no such figure, calls never rest.
+///
 /// A rest is not counted against the call's deadline (the epoch callback
-/// counts the ticks a call ran), so resting costs the call none of its
-/// deadline, and its wall time is at most twice the deadline.
+/// counts the ticks a call ran, and a rest follows only a counted tick), so
+/// resting costs the call none of its deadline: its wall time is at most
+/// about twice the deadline, more only if the slow lane gets no core at all.
 #[derive(Debug, Default)]
 pub struct Pace {
-    /// Where the call has run since it last resumed: the thread, and that
-    /// thread's wall and CPU clocks then. Set by the yield itself as it
-    /// completes, on the thread that goes on with the call: the slow lane's
-    /// threads take turns at a call, so a baseline taken at the tick would
-    /// compare the clocks of two threads.
+    /// Where the call has run since it last resumed. Set by the yield
+    /// itself as it completes, on the thread that goes on with the call:
+    /// the slow lane's threads take turns at a call, so a baseline taken at
+    /// the tick would compare two threads' figures.
     since: Arc<Mutex<Option<Since>>>,
 }
 
+/// A thread, a time, and how long that thread had waited for a core by
+/// then.
 type Since = (ThreadId, Instant, Duration);
+
+fn here() -> Option<Since> {
+    Some((thread::current().id(), Instant::now(), run_queue_wait()?))
+}
 
 impl Pace {
     /// For a new call: nothing to compare its first tick with.
@@ -72,44 +84,54 @@ impl Pace {
         *self.since.lock().unwrap() = None;
     }
 
-    /// At an epoch tick: how the call yields. It rests for `tick` if it got
-    /// under 80% of the time since it resumed; never on its first tick.
+    /// At an epoch tick: how the call yields. It rests for `tick` if it
+    /// competed for its core since it resumed; never on its first tick.
     pub fn at_tick(&self, tick: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
-        let rest = contended(
-            *self.since.lock().unwrap(),
-            (thread::current().id(), Instant::now(), thread_cpu()),
-        );
+        let since = *self.since.lock().unwrap();
+        let rest = match (since, here()) {
+            (Some(since), Some(now)) => competed(since, now),
+            _ => false,
+        };
+        self.resume_after(rest.then_some(tick))
+    }
+
+    /// Sleeps `rest` (or just yields), then takes the baseline where the
+    /// call goes on.
+    fn resume_after(&self, rest: Option<Duration>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let since = self.since.clone();
         Box::pin(async move {
-            if rest {
-                tokio::time::sleep(tick).await;
-            } else {
-                tokio::task::yield_now().await;
+            match rest {
+                Some(rest) => tokio::time::sleep(rest).await,
+                None => tokio::task::yield_now().await,
             }
-            *since.lock().unwrap() = Some((thread::current().id(), Instant::now(), thread_cpu()));
+            let now = here();
+            *since.lock().unwrap() = now;
         })
     }
 }
 
-/// Whether a call that resumed at `since` got under 80% of its thread's
-/// time until `now`.
-fn contended(since: Option<Since>, now: Since) -> bool {
-    matches!(since, Some((thread, wall, cpu)) if thread == now.0
-        && now.2.saturating_sub(cpu) * 5 < now.1.saturating_duration_since(wall) * 4)
+/// Whether a thread that was at `since` spent over a fifth of the time
+/// until `now` waiting for a core.
+fn competed(since: Since, now: Since) -> bool {
+    since.0 == now.0 && now.2.saturating_sub(since.2) * 5 > now.1.saturating_duration_since(since.1)
 }
 
-/// CPU time of the calling thread; zero where the clock is refused (the
-/// call then never rests).
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes the calling thread's CPU clock into `ts`.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+thread_local! {
+    /// Kept open: a tick's figure is one `pread`.
+    static SCHEDSTAT: Option<std::fs::File> = std::fs::File::open("/proc/thread-self/schedstat").ok();
+}
+
+/// How long the calling thread has waited on a run queue, in all: the
+/// second figure of its `schedstat` ("run time, run-queue delay, slices").
+fn run_queue_wait() -> Option<Duration> {
+    use std::os::unix::fs::FileExt;
+    SCHEDSTAT.with(|f| {
+        let mut buf = [0u8; 96];
+        let n = f.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        let ns = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+        Some(Duration::from_nanos(ns))
+    })
 }
 
 /// Runs a hook call: here if it finishes before its first yield, on the
@@ -151,45 +173,61 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_call_is_contended_when_it_got_under_four_fifths_of_its_time() {
+    fn a_call_competed_when_over_a_fifth_of_its_time_went_waiting_for_a_core() {
         let (me, t0) = (thread::current().id(), Instant::now());
-        let since = Some((me, t0, MS));
-        assert!(!contended(None, (me, t0 + TICK, MS)), "a first tick");
-        // 9 of 10 ms: alone on its core
-        assert!(!contended(since, (me, t0 + TICK, MS * 10)));
-        // 7 of 10 ms: other work wanted the core
-        assert!(contended(since, (me, t0 + TICK, MS * 8)));
+        let since = (me, t0, MS * 100);
+        assert!(!competed(since, (me, t0 + TICK, MS * 101)), "1 of 10 ms");
+        assert!(competed(since, (me, t0 + TICK, MS * 103)), "3 of 10 ms");
         let other = thread::spawn(|| thread::current().id()).join().unwrap();
         assert!(
-            !contended(since, (other, t0 + TICK, MS)),
-            "two threads' CPU clocks do not compare"
+            !competed(since, (other, t0 + TICK, MS * 200)),
+            "two threads' figures do not compare"
         );
     }
 
+    #[test]
+    fn the_run_queue_wait_is_read_and_never_goes_back() {
+        let a = run_queue_wait().expect("/proc/thread-self/schedstat");
+        thread::sleep(MS);
+        let b = run_queue_wait().unwrap();
+        assert!(b >= a);
+        // another thread has its own figure, from its own file
+        let other = thread::spawn(run_queue_wait).join().unwrap();
+        assert!(other.is_some());
+    }
+
     #[tokio::test(flavor = "current_thread")]
-    async fn a_call_that_did_not_get_its_tick_rests_one_and_the_next_is_measured_from_the_rest_s_end()
-     {
+    async fn a_call_blocked_off_the_cpu_does_not_rest() {
+        // a sleep is what an import reading a file looks like: off the CPU,
+        // not waiting for it
         let pace = Pace::default();
+        pace.at_tick(TICK).await;
+        thread::sleep(TICK * 10);
         let started = Instant::now();
-        pace.at_tick(TICK).await; // a first tick: a yield, and the baseline
-        assert!(started.elapsed() < TICK);
-        std::thread::sleep(TICK); // a tick without the CPU
-        let rested = Instant::now();
-        pace.at_tick(TICK).await;
-        assert!(rested.elapsed() >= TICK, "it rested");
-        // measured from the rest's end, not from the tick before it (which
-        // would take the rest for contention and rest again)
-        let next = Instant::now();
-        pace.at_tick(TICK).await;
-        assert!(next.elapsed() < TICK, "it rested twice");
-        std::thread::sleep(TICK);
-        let yielded = Instant::now();
+        pace.at_tick(Duration::from_secs(5)).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_rest_ends_with_a_baseline_taken_after_it_and_a_reset_clears_it() {
+        let pace = Pace::default();
+        let before = Instant::now();
+        pace.resume_after(Some(TICK * 5)).await;
+        let (thread, at, _) = pace.since.lock().unwrap().expect("a baseline");
+        assert_eq!(thread, thread::current().id());
+        assert!(at >= before + TICK * 5, "taken when the rest was over");
         pace.reset();
-        pace.at_tick(TICK).await;
-        assert!(
-            yielded.elapsed() < TICK,
-            "a reset call starts without a baseline"
-        );
+        assert!(pace.since.lock().unwrap().is_none());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_slow_call_can_sleep_on_the_slow_lane() {
+        // the lane's runtime has a timer (a rest is a sleep there)
+        run(async {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(MS).await;
+        })
+        .await;
     }
 
     #[tokio::test(flavor = "current_thread")]

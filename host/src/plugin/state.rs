@@ -21,7 +21,8 @@ pub struct HostState {
     pub counters: Counters,
     /// Epoch ticks the running call may still yield before its deadline.
     pub ticks_left: u64,
-    /// Whether the running call rests at its next tick.
+    /// When the running call last resumed, for whether it rests at its
+    /// next tick.
     pub pace: super::lane::Pace,
     /// The exchange whose hook is running (none in `configure`, `report`).
     pub exchange: Option<u64>,
