@@ -773,12 +773,19 @@ http {{
                                "(run.sh passes the release build's OUT_DIR)")
         builds = {None: self.bin, **self.before}
         procs, urls = {}, {}
-        for name, b in builds.items():
-            procs[name], urls[name] = self.start_replay(
-                b, f"buildproxy-replay-misbehave{'-' + name if name else ''}",
-                ["--no-default-plugins",
-                 "--plugin", f"{self.fixtures / 'misbehave.wasm'}=loop",
-                 "--plugin", str(self.fixtures / "replay.wasm")])
+        for name, b in list(builds.items()):
+            try:
+                procs[name], urls[name] = self.start_replay(
+                    b, f"buildproxy-replay-misbehave{'-' + name if name else ''}",
+                    ["--no-default-plugins",
+                     "--plugin", f"{self.fixtures / 'misbehave.wasm'}=loop",
+                     "--plugin", str(self.fixtures / "replay.wasm")])
+            except RuntimeError as e:
+                if name is None:
+                    raise
+                # a build older than the fixtures' interface
+                log(f"W9: {name} does not load the fixtures; left out ({e})")
+                del builds[name]
         boom = f"{self.base}/small/boom"
         looping = {"stop": False}
         # each build's /boom answers and their times
