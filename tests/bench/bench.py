@@ -28,13 +28,17 @@ Workloads:
       (`buildproxy plugins --precompile`).
 - W4  the big file through `buildproxy capture --store` vs direct (and
       `capture` without `--store`, hashing only): throughput and the
-      proxy's CPU seconds per GiB.
+      proxy's CPU seconds per GiB, against the CPU of the two endpoints
+      of the direct download in the same round (nginx's workers + curl):
+      a capturing proxy does both ends' TLS and socket work, and hashes.
 - W5  W2 through `buildproxy proxy` (upstream nginx) with the bundled
       chain vs `--no-default-plugins`: the cost of the plugin hooks.
 - W6  replay of a prepared content (`buildproxy prepare`) of 1k/10k/100k
       entries: exec -> listening against the one-entry content (the
       floor), the JSON content of the same size, and W2 seq through it
-      against direct, with the proxy's peak RSS.
+      against direct and against the same entries loaded from the JSON
+      (what a lookup in the prepared file costs), with the proxy's peak
+      RSS and CPU per request.
 - W7  Nix evaluation (`nix-instantiate`) of `mkBuildproxy` on a generated
       proxy_content.nix of 1k/10k/50k entries against instantiating its
       `fetchurl`s alone (the floor): CPU seconds of the evaluator.
@@ -65,6 +69,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -631,12 +636,31 @@ http {{
                 "wall_s": wall, "vmhwm_kib": hwm,
                 "cpu_s": (utime + stime) / os.sysconf("SC_CLK_TCK")}
 
+    def nginx_cpu(self):
+        """CPU seconds of nginx's workers so far (the master only waits)."""
+        kids = Path(f"/proc/{self.nginx.pid}/task/{self.nginx.pid}/children")
+        return sum(proc_status(int(pid))["cpu_s"] for pid in kids.read_text().split())
+
+    def direct_cpu(self):
+        """The big file direct, with the CPU of its two TLS endpoints:
+        nginx's workers and curl (the only child run meanwhile). A proxy
+        that captures does both endpoints' TLS and socket work, and hashes:
+        their sum, in the same round, is what its CPU compares with."""
+        n0 = self.nginx_cpu()
+        c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = self.big(None)
+        c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["nginx_cpu_s"] = self.nginx_cpu() - n0
+        out["curl_cpu_s"] = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
+        out["cpu_s"] = out["nginx_cpu_s"] + out["curl_cpu_s"]
+        return out
+
     def w4(self):
         befores = {f"buildproxy {name}": b for name, b in self.before.items()}
 
         def measure(s):
             if s == "direct":
-                return self.big(None)
+                return self.direct_cpu()
             if s in befores:
                 return self.capture_once(binary=befores[s])
             return self.capture_once(store=s == "buildproxy")
@@ -750,13 +774,22 @@ http {{
                     ["replay", "--content", str(contents[f"prepared {n}" + (
                         f", {name}" if name else "")][0]), "--allow-root", str(self.data)],
                     f"buildproxy-replay-{n}{'-' + name if name else ''}", b)
+            # The same entries loaded from the JSON (an in-memory index):
+            # what a prepared lookup's cost is measured against.
+            procs["buildproxy, JSON"], proxies["buildproxy, JSON"] = self.start_buildproxy(
+                ["replay", "--content", str(json_path), "--allow-root", str(self.data)],
+                f"buildproxy-replay-{n}-json")
             count = min(n, self.args.small_count)
             for s in proxies:
                 self.many(proxies[s], 1, count)
+            # CPU from here on: loading the JSON is not a lookup's
+            warm = {s: proc_status(p.pid)["cpu_s"] for s, p in procs.items()}
             lookup = self.rounds(f"W6 lookup {n}", list(proxies),
                                  lambda s: self.many(proxies[s], 1, count))
-            out[str(n)] = {"start": start, "lookup": lookup,
-                           "proxy": self.stop_systems(procs)}
+            proxy = self.stop_systems(procs)
+            for s, st in proxy.items():
+                st["cpu_s"] -= warm[s]
+            out[str(n)] = {"start": start, "lookup": lookup, "proxy": proxy}
         return out
 
     # ------------------------------------------- W9: a plugin that loops
@@ -1210,6 +1243,23 @@ def summarise(results):
                for s in runs if s != "direct"}
         add("W4 1 GiB capture", runs, "mib_s", "MiB/s", rss,
             f"{TARGETS['W4']}; {TARGETS['W4 cpu']}", per_gib)
+        if runs["direct"] and "cpu_s" in runs["direct"][0]:
+            # Direct: nginx's and curl's CPU, each and summed; each capture's
+            # CPU against that sum in the same round.
+            for key, label in (("nginx_cpu_s", "direct: nginx's workers"),
+                               ("curl_cpu_s", "direct: curl"),
+                               ("cpu_s", "direct: nginx + curl")):
+                rows.append({"workload": "W4 1 GiB, CPU-s/GiB", "system": label,
+                             "median": median_of(runs["direct"], key) / gib, "unit": "CPU-s",
+                             "ratio": None, "vmhwm_kib": None, "cpu": None, "target": ""})
+            for system in runs:
+                if system != "direct":
+                    rows.append({"workload": "W4 1 GiB, CPU-s/GiB",
+                                 "system": f"{system} ÷ (nginx + curl)",
+                                 "median": median_of(runs[system], "cpu_s") / gib,
+                                 "unit": "CPU-s",
+                                 "ratio": paired_ratio(runs, system, "cpu_s"),
+                                 "vmhwm_kib": None, "cpu": None, "target": ""})
     if "W5" in w:
         for kind in ("seq", "par"):
             add(f"W5 {kind} proxy mode", w["W5"][kind]["runs"], "req_s", "req/s",
@@ -1231,8 +1281,18 @@ def summarise(results):
         for n, r in w["W6"].items():
             against_floor(f"W6 start {n} entries", r["start"], "ms", "ms", "vmhwm_kib",
                           TARGETS.get(f"W6 start {n}", ""), f"prepared {n}")
+            # CPU counted from after the warm-up pass: one pass a round
+            served = min(int(n), p["small_count"]) * p["runs"]
             add(f"W6 lookup {n} entries", r["lookup"], "req_s", "req/s", r["proxy"],
-                TARGETS.get(f"W6 lookup {n}", ""))
+                TARGETS.get(f"W6 lookup {n}", ""),
+                lambda cpu, served=served: f"{cpu / served * 1e6:.0f} µs/req")
+            if "buildproxy, JSON" in r["lookup"]:
+                rows.append({"workload": f"W6 lookup {n} entries",
+                             "system": "prepared ÷ the same entries as JSON", "median": None,
+                             "unit": "req/s",
+                             "ratio": paired_ratio(r["lookup"], "buildproxy", "req_s",
+                                                   "buildproxy, JSON"),
+                             "vmhwm_kib": None, "cpu": None, "target": ""})
     if "W9" in w:
         for kind in ("seq", "par"):
             runs = w["W9"][kind]["runs"]
@@ -1274,6 +1334,9 @@ def summarise(results):
         against_builds("W2 par (8 conns)", w["W2"]["par"]["runs"], "req_s", "req/s")
     if "W4" in w:
         against_builds("W4 1 GiB capture, CPU-s", w["W4"]["runs"], "cpu_s", "CPU-s")
+    if "W6" in w:
+        for n, r in w["W6"].items():
+            against_builds(f"W6 lookup {n} entries", r["lookup"], "req_s", "req/s")
     if "W7" in w:
         for n, r in w["W7"].items():
             against_floor(f"W7 Nix eval {n} entries", r["runs"], "cpu_s", "CPU-s", None,

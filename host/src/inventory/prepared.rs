@@ -37,9 +37,12 @@
 //! version is refused at start with the command that prepares it again.
 //!
 //! Bodies are checked when prepared (every `file` a regular file under an
-//! allowed root, as [`super::content::load`] checks) and again, for the one
-//! entry asked for, when it is looked up, so a prepared file from elsewhere
-//! can name no file outside the allowed roots.
+//! allowed root, as [`super::content::load`] checks) and again for the one
+//! entry asked for: its path when it is looked up (under an allowed root; a
+//! `--store` blob named by its hash), so a prepared file from elsewhere can
+//! name no file outside the allowed roots, and the file itself when it is
+//! served (`verify::open`: no symlink, a regular file, its bytes against
+//! the hash), so a lookup does not `stat` it as well.
 
 use super::content::{self, NIX_STORE};
 use super::index::normalize_url;
@@ -402,7 +405,11 @@ impl Prepared {
 
     /// Every entry recorded for `method url`, in the content's order.
     pub fn candidates(&self, method: &str, url: &str) -> Result<Vec<Entry>, InventoryError> {
-        let method = method.to_ascii_uppercase();
+        let method = if method.bytes().any(|b| b.is_ascii_lowercase()) {
+            std::borrow::Cow::Owned(method.to_ascii_uppercase())
+        } else {
+            std::borrow::Cow::Borrowed(method)
+        };
         let url = normalize_url(url);
         let h = key_hash(&method, &url);
         let mut out = Vec::new();
@@ -458,7 +465,7 @@ impl Prepared {
         self.file
             .read_exact_at(bytes, self.records_offset + start)
             .map_err(|e| InventoryError::io(&self.path, "read", e))?;
-        if record::key(bytes).map_err(bad)? != (method, url) {
+        if record::key(bytes).map_err(bad)? != (method.as_bytes(), url.as_bytes()) {
             return Ok(None);
         }
         record::decode(bytes).map(Some).map_err(bad)
@@ -501,8 +508,13 @@ impl Prepared {
     /// `--store` blob (relative) by name, `blobs/sha256/<its hash>` inside
     /// the store, not resolved (serving refuses a symlink, and says so); a
     /// content file (absolute) resolved and under an allowed root. The size
-    /// is the one recorded when prepared, as loading took it at start: a
-    /// file changed since is caught while it is served.
+    /// is the one recorded when prepared, as loading took it at start.
+    ///
+    /// With a recorded size the file itself is not looked at here: `prepare`
+    /// checked it, and serving opens it without following a symlink, refuses
+    /// anything but a regular file and checks its bytes (`verify::open`), so
+    /// a file changed since fails there, naming the file, and a lookup costs
+    /// no `stat` walk over the path.
     fn check(
         &self,
         file: &str,
@@ -520,6 +532,9 @@ impl Prepared {
                     ));
                 }
                 let path = base.join(file);
+                if let Some(size) = size {
+                    return Ok((path, size));
+                }
                 let meta = fs::metadata(&path)
                     .map_err(|e| (format!("blob {} is missing: {e}", path.display()), REBUILD))?;
                 if !meta.is_file() {
@@ -528,27 +543,30 @@ impl Prepared {
                 }
                 (path, meta.len())
             }
-            _ => self.content_file(file)?,
+            _ => self.content_file(file, size)?,
         };
         Ok((path, size.unwrap_or(len)))
     }
 
     /// [`content::check_file`] with the file's directory resolved once per
-    /// run: a lookup then costs one `lstat`, not a `readlink` per component
-    /// of the path. The result is the same (the real path of a regular file
+    /// run: a lookup then costs at most one `lstat` (none when the size was
+    /// recorded, see [`Self::check`]), not a `readlink` per component of
+    /// the path. The result is the same (the real path of a regular file
     /// under a root); anything else (a symlink, a missing file, a path
     /// outside the roots) gets the full check and its message. A directory
-    /// swapped for a symlink later is refused when the body is opened
-    /// (`verify::open` follows no symlink).
+    /// or file swapped for a symlink later is refused when the body is
+    /// opened (`verify::open` follows no symlink).
     ///
     /// The fast path works on the string (a `Path` walks its components for
     /// every `starts_with`, `parent` and hash): it takes only a plain
     /// absolute path, `/a/b/name` with no empty, `.` or `..` component;
     /// anything else gets the full check.
-    fn content_file(&self, file: &str) -> Result<(PathBuf, u64), content::FileProblem> {
-        let plain =
-            file.starts_with('/') && file[1..].split('/').all(|c| !matches!(c, "" | "." | ".."));
-        let (true, Some((parent, name))) = (plain, file.rsplit_once('/')) else {
+    fn content_file(
+        &self,
+        file: &str,
+        size: Option<u64>,
+    ) -> Result<(PathBuf, u64), content::FileProblem> {
+        let (true, Some((parent, name))) = (plain_absolute(file), file.rsplit_once('/')) else {
             return content::check_file(&self.roots, file);
         };
         let parent = if parent.is_empty() { "/" } else { parent };
@@ -572,6 +590,11 @@ impl Prepared {
         }
         real.push(name);
         let real = PathBuf::from(real);
+        if let Some(size) = size
+            && self.roots.iter().any(|r| under(&real, r))
+        {
+            return Ok((real, size));
+        }
         match fs::symlink_metadata(&real) {
             Ok(m) if m.file_type().is_file() && self.roots.iter().any(|r| under(&real, r)) => {
                 Ok((real, m.len()))
@@ -579,6 +602,16 @@ impl Prepared {
             _ => content::check_file(&self.roots, file),
         }
     }
+}
+
+/// `/a/b/name`: absolute, with no empty, `.` or `..` component (a byte
+/// scan; `str::split` with a char pattern searched each separator anew).
+fn plain_absolute(file: &str) -> bool {
+    let b = file.as_bytes();
+    b.first() == Some(&b'/')
+        && b[1..]
+            .split(|&c| c == b'/')
+            .all(|c| !matches!(c, b"" | b"." | b".."))
 }
 
 #[cfg(test)]
@@ -815,14 +848,63 @@ mod tests {
             p.get("GET", "https://e.org/f/1").unwrap().unwrap().status,
             302
         );
-        // A body replaced by a symlink out of the root: refused too.
+        // A body replaced by a symlink out of the root after it was
+        // prepared: the lookup does not look at the file (its size was
+        // recorded); serving opens it without following the link, and
+        // refuses it.
         let blob = fx.dir.path().join("root/blob");
         fs::remove_file(&blob).unwrap();
         fs::write(fx.dir.path().join("elsewhere"), b"hello").unwrap();
         std::os::unix::fs::symlink(fx.dir.path().join("elsewhere"), &blob).unwrap();
         let p = Prepared::open(&idx, None, &fx.root()).unwrap();
-        let err = p.get("GET", "https://e.org/f/0").unwrap_err().to_string();
-        assert!(err.contains("outside the allowed roots"), "{err}");
+        let body = p
+            .get("GET", "https://e.org/f/0")
+            .unwrap()
+            .unwrap()
+            .body
+            .unwrap();
+        let file = body.file.unwrap();
+        let err = super::super::verify::open(&file, body.hash.as_deref())
+            .err()
+            .expect("a symlinked body is not opened")
+            .to_string();
+        assert!(err.contains("symlink"), "{err}");
+        // Deleted after it was prepared: refused where it is opened, naming
+        // the file and what to do.
+        fs::remove_file(&blob).unwrap();
+        let err = super::super::verify::open(&file, body.hash.as_deref())
+            .err()
+            .expect("a deleted body is not opened")
+            .to_string();
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains("the recorded body is gone"), "{err}");
+        // Without a recorded size the lookup looks at the file, as loading
+        // the JSON does, and names the entry.
+        let mut rec = Vec::new();
+        let entry = |file: &Path| Entry {
+            method: "GET".into(),
+            url: "https://e.org/nosize".into(),
+            fetch_url: None,
+            name: None,
+            status: 200,
+            headers: BTreeMap::new(),
+            request_headers: BTreeMap::new(),
+            body: Some(Body {
+                hash: Some(SRI.into()),
+                size: None,
+                file: Some(file.to_owned()),
+            }),
+        };
+        write(&mut rec, &[entry(&blob)], None).unwrap();
+        let nosize = fx.dir.path().join("nosize.idx");
+        fs::write(&nosize, &rec).unwrap();
+        let p = Prepared::open(&nosize, None, &fx.root()).unwrap();
+        let err = p
+            .get("GET", "https://e.org/nosize")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("entry [0] (https://e.org/nosize)"), "{err}");
+        assert!(err.contains("cannot be opened"), "{err}");
     }
 
     #[test]

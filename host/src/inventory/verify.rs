@@ -28,10 +28,7 @@ use super::nix;
 /// Why a recorded body cannot be served. Each names the file and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    #[error(
-        "{}: cannot open: {err} (a symlink anywhere in the path is refused: replay serves \
-         only the recorded file itself)", .path.display()
-    )]
+    #[error("{}: cannot open: {err}{}", .path.display(), open_hint(.err))]
     Open { path: PathBuf, err: io::Error },
     #[error("{}: not a regular file; restore the recorded body", .path.display())]
     NotRegular { path: PathBuf },
@@ -60,6 +57,21 @@ pub enum VerifyError {
     Short { path: PathBuf, size: u64 },
     #[error("{}: read failed: {err}", .path.display())]
     Read { path: PathBuf, err: io::Error },
+}
+
+/// What to do about a body that cannot be opened. A prepared lookup does
+/// not look at the file (`prepared::Prepared::check`), so a body deleted
+/// since is first noticed here.
+fn open_hint(err: &io::Error) -> &'static str {
+    match err.kind() {
+        io::ErrorKind::NotFound => {
+            " (the recorded body is gone: restore it, or capture again and rebuild the content)"
+        }
+        _ => {
+            " (a symlink anywhere in the path is refused: replay serves only the recorded file \
+             itself)"
+        }
+    }
 }
 
 /// A recorded body's file, open, and what must be checked while reading it.

@@ -88,10 +88,8 @@ impl Pace {
     /// competed for its core since it resumed; never on its first tick.
     pub fn at_tick(&self, tick: Duration) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let since = *self.since.lock().unwrap();
-        let rest = match (since, here()) {
-            (Some(since), Some(now)) => competed(since, now),
-            _ => false,
-        };
+        // A call's first tick has no baseline: no figure to read.
+        let rest = since.is_some_and(|since| here().is_some_and(|now| competed(since, now)));
         self.resume_after(rest.then_some(tick))
     }
 

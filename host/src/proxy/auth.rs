@@ -25,6 +25,7 @@
 //! (`headers.rs`), so it never reaches a plugin, an upstream, a log line or
 //! a recorded file.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
@@ -238,9 +239,9 @@ fn table_form(octets: &[u8], port: u16) -> String {
     let mut out = String::with_capacity(37);
     for w in octets.chunks(4) {
         let word = u32::from_ne_bytes(w.try_into().expect("4-byte words"));
-        out.push_str(&format!("{word:08X}"));
+        let _ = write!(out, "{word:08X}");
     }
-    out.push_str(&format!(":{port:04X}"));
+    let _ = write!(out, ":{port:04X}");
     out
 }
 

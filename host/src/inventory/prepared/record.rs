@@ -88,11 +88,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-/// The record's method and URL, read in place: what a lookup compares
-/// before it decodes the rest.
-pub(super) fn key(bytes: &[u8]) -> Result<(&str, &str), String> {
+/// The record's method and URL, read in place as bytes: what a lookup
+/// compares before it decodes the rest. Not checked as UTF-8 here: bytes
+/// equal to a `&str` are UTF-8, and a record that matches is decoded, which
+/// checks every string.
+pub(super) fn key(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
     let mut r = Reader { bytes, at: KEY_AT };
-    Ok((r.str("method")?, r.str("url")?))
+    Ok((r.raw_str("method")?, r.raw_str("url")?))
 }
 
 /// Decodes a whole record; the message says which field is damaged.
@@ -175,15 +177,25 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self, field: &str) -> Result<&'a str, String> {
-        let len = u32::from_le_bytes(self.array(field)?) as usize;
-        std::str::from_utf8(self.take(len, field)?).map_err(|_| format!("its {field} is not UTF-8"))
+        std::str::from_utf8(self.raw_str(field)?).map_err(|_| format!("its {field} is not UTF-8"))
     }
 
+    fn raw_str(&mut self, field: &str) -> Result<&'a [u8], String> {
+        let len = u32::from_le_bytes(self.array(field)?) as usize;
+        self.take(len, field)
+    }
+
+    /// Inserted one by one: `collect` would gather the pairs in a vector
+    /// and sort them first, an allocation and a sort per lookup for the
+    /// two or three headers a record holds (they were written sorted).
     fn map(&mut self, field: &str) -> Result<BTreeMap<String, String>, String> {
         let n = u32::from_le_bytes(self.array(field)?);
-        (0..n)
-            .map(|_| Ok((self.str(field)?.to_owned(), self.str(field)?.to_owned())))
-            .collect()
+        let mut map = BTreeMap::new();
+        for _ in 0..n {
+            let name = self.str(field)?.to_owned();
+            map.insert(name, self.str(field)?.to_owned());
+        }
+        Ok(map)
     }
 }
 
@@ -213,7 +225,10 @@ mod tests {
         for r in [full(), Record::default()] {
             let mut bytes = Vec::new();
             encode(&r, &mut bytes);
-            assert_eq!(key(&bytes).unwrap(), (r.method.as_str(), r.url.as_str()));
+            assert_eq!(
+                key(&bytes).unwrap(),
+                (r.method.as_bytes(), r.url.as_bytes())
+            );
             assert_eq!(decode(&bytes).unwrap(), r);
         }
     }
