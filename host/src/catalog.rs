@@ -239,8 +239,10 @@ impl Catalog {
 
     /// The prepared entries for `method url` (its representations), their
     /// bodies made nameable as loading would have; a damaged record or a
-    /// body that changed is this request's error (the message names the
-    /// file, the entry and the fix).
+    /// body outside the allowed roots is this request's error (the message
+    /// names the file, the entry and the fix). A body deleted or changed
+    /// since it was prepared fails when it is served (`verify::open`), naming
+    /// the body's file.
     fn prepared_candidates(&self, method: &str, url: &str) -> Vec<Entry> {
         let Some(prepared) = self.prepared.as_ref() else {
             return Vec::new();

@@ -42,7 +42,8 @@
 //! `--store` blob named by its hash), so a prepared file from elsewhere can
 //! name no file outside the allowed roots, and the file itself when it is
 //! served (`verify::open`: no symlink, a regular file, its bytes against
-//! the hash), so a lookup does not `stat` it as well.
+//! the hash unless it is a read-only Nix store file), so a lookup does not
+//! `stat` it as well.
 
 use super::content::{self, NIX_STORE};
 use super::index::normalize_url;
@@ -233,8 +234,9 @@ impl Prepared {
     /// header and block directory: time and memory grow by 40 bytes per
     /// 1,024 entries, and no table block, record or body is touched (each
     /// table block is checked against its SHA-256 when a lookup first needs
-    /// it). Bodies must be regular files under `/nix/store`, `base` (for
-    /// relative paths) or one of `allowed_roots`; that is checked per lookup.
+    /// it). Bodies must be under `/nix/store`, `base` (for relative paths)
+    /// or one of `allowed_roots`, checked per lookup, and regular files,
+    /// checked when prepared and when served (see [`Self::check`]).
     pub fn open(
         path: &Path,
         base: Option<&Path>,
@@ -512,9 +514,10 @@ impl Prepared {
     ///
     /// With a recorded size the file itself is not looked at here: `prepare`
     /// checked it, and serving opens it without following a symlink, refuses
-    /// anything but a regular file and checks its bytes (`verify::open`), so
-    /// a file changed since fails there, naming the file, and a lookup costs
-    /// no `stat` walk over the path.
+    /// anything but a regular file and checks its bytes unless it is a
+    /// read-only Nix store file (`verify::open`), so a file changed since
+    /// fails there, naming the file, and a lookup costs no `stat` walk over
+    /// the path.
     fn check(
         &self,
         file: &str,
@@ -551,11 +554,12 @@ impl Prepared {
     /// [`content::check_file`] with the file's directory resolved once per
     /// run: a lookup then costs at most one `lstat` (none when the size was
     /// recorded, see [`Self::check`]), not a `readlink` per component of
-    /// the path. The result is the same (the real path of a regular file
-    /// under a root); anything else (a symlink, a missing file, a path
-    /// outside the roots) gets the full check and its message. A directory
-    /// or file swapped for a symlink later is refused when the body is
-    /// opened (`verify::open` follows no symlink).
+    /// the path. The result is the real path under a root. With a recorded
+    /// size that is all: a symlink, a missing file or anything but a
+    /// regular file is refused when the body is opened (`verify::open`
+    /// follows no symlink). Without one, the file is `lstat`ed, and
+    /// anything but a regular file under a root gets the full check and
+    /// its message, as loading the JSON would.
     ///
     /// The fast path works on the string (a `Path` walks its components for
     /// every `starts_with`, `parent` and hash): it takes only a plain

@@ -63,16 +63,21 @@ pub enum VerifyError {
 /// not look at the file (`prepared::Prepared::check`), so a body deleted
 /// since is first noticed here.
 fn open_hint(err: &io::Error) -> &'static str {
-    match err.kind() {
-        io::ErrorKind::NotFound => {
-            " (the recorded body is gone: restore it, or capture again and rebuild the content)"
-        }
-        _ => {
-            " (a symlink anywhere in the path is refused: replay serves only the recorded file \
-             itself)"
-        }
+    if err.kind() == io::ErrorKind::NotFound {
+        " (the recorded body is gone: restore it, or capture again and rebuild the content and \
+         what was prepared from it: `buildproxy prepare`, or the derivation that runs it)"
+    } else if err.get_ref().is_some_and(|e| e.is::<SymlinkRefused>()) {
+        " (a symlink anywhere in the path is refused: replay serves only the recorded file itself)"
+    } else {
+        ""
     }
 }
+
+/// What a refused symlink (ELOOP) becomes, so that [`open_hint`] can tell
+/// it from other failures.
+#[derive(Debug, thiserror::Error)]
+#[error("a component of the path is a symlink")]
+struct SymlinkRefused;
 
 /// A recorded body's file, open, and what must be checked while reading it.
 pub struct Opened {
@@ -153,7 +158,12 @@ fn nix_store() -> &'static Path {
 fn open_no_symlinks(path: &Path) -> io::Result<File> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in the path"))?;
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // O_NONBLOCK: opening a FIFO put where a body was would otherwise wait
+    // for a writer before `open` could refuse it (not a regular file); a
+    // regular file's reads ignore the flag. O_NOCTTY: a terminal put there
+    // does not become ours.
+    let flags =
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
     // SAFETY: open_how is plain data; zeroed is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = flags as u64;
@@ -182,7 +192,7 @@ fn open_no_symlinks(path: &Path) -> io::Result<File> {
 /// ELOOP is what a refused symlink looks like; say so.
 fn symlink_hint(err: io::Error) -> io::Error {
     if err.raw_os_error() == Some(libc::ELOOP) {
-        io::Error::new(err.kind(), "a component of the path is a symlink")
+        io::Error::new(err.kind(), SymlinkRefused)
     } else {
         err
     }
@@ -323,6 +333,26 @@ mod tests {
         let err = open(&f, None).err().unwrap().to_string();
         assert!(err.contains("no hash"), "{err}");
         let err = open(dir.path(), Some(HELLO)).err().unwrap().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+
+    /// A prepared lookup does not look at the file, so this open is the
+    /// check: a FIFO in a body's place is refused at once, not waited on.
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(open(&fifo, Some(HELLO)).err().map(|e| e.to_string()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("opening a FIFO waited for a writer")
+            .expect("a FIFO was opened as a body");
         assert!(err.contains("not a regular file"), "{err}");
     }
 }
