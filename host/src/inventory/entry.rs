@@ -55,6 +55,21 @@ impl Entry {
     pub fn sort_key(&self) -> (&str, &str, &BTreeMap<String, String>) {
         (&self.url, &self.method, &self.request_headers)
     }
+
+    /// For tests: a 200 to `GET url` with `body` and nothing else recorded.
+    #[cfg(test)]
+    pub fn get_200(url: &str, body: Body) -> Entry {
+        Entry {
+            method: "GET".into(),
+            url: url.into(),
+            fetch_url: None,
+            name: None,
+            status: 200,
+            headers: BTreeMap::new(),
+            request_headers: BTreeMap::new(),
+            body: Some(body),
+        }
+    }
 }
 
 #[cfg(test)]

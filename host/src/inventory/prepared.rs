@@ -621,9 +621,18 @@ fn plain_absolute(file: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     const SRI: &str = "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=";
+
+    /// A GET entry whose body is `file` (hash [`SRI`], size `size`).
+    fn body_entry(url: &str, file: PathBuf, size: Option<u64>) -> Entry {
+        let body = Body {
+            hash: Some(SRI.into()),
+            size,
+            file: Some(file),
+        };
+        Entry::get_200(url, body)
+    }
 
     struct Fx {
         dir: tempfile::TempDir,
@@ -885,21 +894,8 @@ mod tests {
         // Without a recorded size the lookup looks at the file, as loading
         // the JSON does, and names the entry.
         let mut rec = Vec::new();
-        let entry = |file: &Path| Entry {
-            method: "GET".into(),
-            url: "https://e.org/nosize".into(),
-            fetch_url: None,
-            name: None,
-            status: 200,
-            headers: BTreeMap::new(),
-            request_headers: BTreeMap::new(),
-            body: Some(Body {
-                hash: Some(SRI.into()),
-                size: None,
-                file: Some(file.to_owned()),
-            }),
-        };
-        write(&mut rec, &[entry(&blob)], None).unwrap();
+        let entry = body_entry("https://e.org/nosize", blob.clone(), None);
+        write(&mut rec, &[entry], None).unwrap();
         let nosize = fx.dir.path().join("nosize.idx");
         fs::write(&nosize, &rec).unwrap();
         let p = Prepared::open(&nosize, None, &fx.root()).unwrap();
@@ -935,20 +931,7 @@ mod tests {
         let blob = base.join("blobs/sha256").join(&hex);
         fs::create_dir_all(blob.parent().unwrap()).unwrap();
         fs::write(&blob, b"hello").unwrap();
-        let entry = |url: &str, file: PathBuf| Entry {
-            method: "GET".into(),
-            url: url.into(),
-            fetch_url: None,
-            name: None,
-            status: 200,
-            headers: BTreeMap::new(),
-            request_headers: BTreeMap::new(),
-            body: Some(Body {
-                hash: Some(SRI.into()),
-                size: Some(5),
-                file: Some(file),
-            }),
-        };
+        let entry = |url: &str, file: PathBuf| body_entry(url, file, Some(5));
         let entries = vec![
             entry("http://e.org/a", blob.clone()),
             // Another name than its hash's: refused when looked up.

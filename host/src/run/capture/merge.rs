@@ -72,21 +72,16 @@ mod tests {
     use crate::inventory::Body;
 
     fn entry(url: &str, hash: &str, accept: Option<&str>) -> Entry {
+        let body = Body {
+            hash: Some(hash.into()),
+            size: None,
+            file: None,
+        };
         Entry {
-            method: "GET".into(),
-            url: url.into(),
-            fetch_url: None,
-            name: None,
-            status: 200,
-            headers: BTreeMap::new(),
             request_headers: accept
                 .map(|a| BTreeMap::from([("accept".to_string(), a.to_string())]))
                 .unwrap_or_default(),
-            body: Some(Body {
-                hash: Some(hash.into()),
-                size: None,
-                file: None,
-            }),
+            ..Entry::get_200(url, body)
         }
     }
 
