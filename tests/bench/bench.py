@@ -1227,6 +1227,12 @@ def summarise(results):
                          "ratio": ratio, "vmhwm_kib": r.get("vmhwm_kib"), "cpu": cpu,
                          "target": target if system in ("buildproxy", "buildproxy warm") else ""})
 
+    def plain(work, system, unit, median=None, ratio=None):
+        """A row with no RSS, CPU or target: a figure, or a ratio between
+        two systems."""
+        rows.append({"workload": work, "system": system, "median": median, "unit": unit,
+                     "ratio": ratio, "vmhwm_kib": None, "cpu": None, "target": ""})
+
     per_gib = lambda cpu: f"{cpu / p['runs'] / gib:.2f} s/GiB"  # noqa: E731
     per_req = lambda cpu: f"{cpu / requests * 1e6:.0f} µs/req"  # noqa: E731
     w = results["workloads"]
@@ -1259,17 +1265,13 @@ def summarise(results):
             for key, label in (("nginx_cpu_s", "direct: nginx's workers"),
                                ("curl_cpu_s", "direct: curl"),
                                ("cpu_s", "direct: nginx + curl")):
-                rows.append({"workload": "W4 1 GiB, CPU-s/GiB", "system": label,
-                             "median": median_of(runs["direct"], key) / gib, "unit": "CPU-s",
-                             "ratio": None, "vmhwm_kib": None, "cpu": None, "target": ""})
+                plain("W4 1 GiB, CPU-s/GiB", label, "CPU-s",
+                      median=median_of(runs["direct"], key) / gib)
             for system in runs:
                 if system != "direct":
-                    rows.append({"workload": "W4 1 GiB, CPU-s/GiB",
-                                 "system": f"{system} ÷ (nginx + curl)",
-                                 "median": median_of(runs[system], "cpu_s") / gib,
-                                 "unit": "CPU-s",
-                                 "ratio": paired_ratio(runs, system, "cpu_s"),
-                                 "vmhwm_kib": None, "cpu": None, "target": ""})
+                    plain("W4 1 GiB, CPU-s/GiB", f"{system} ÷ (nginx + curl)", "CPU-s",
+                          median=median_of(runs[system], "cpu_s") / gib,
+                          ratio=paired_ratio(runs, system, "cpu_s"))
     if "W5" in w:
         for kind in ("seq", "par"):
             add(f"W5 {kind} proxy mode", w["W5"][kind]["runs"], "req_s", "req/s",
@@ -1297,12 +1299,8 @@ def summarise(results):
                 TARGETS.get(f"W6 lookup {n}", ""),
                 lambda cpu, served=served: f"{cpu / served * 1e6:.0f} µs/req")
             if "buildproxy, JSON" in r["lookup"]:
-                rows.append({"workload": f"W6 lookup {n} entries",
-                             "system": "prepared ÷ the same entries as JSON", "median": None,
-                             "unit": "req/s",
-                             "ratio": paired_ratio(r["lookup"], "buildproxy", "req_s",
-                                                   "buildproxy, JSON"),
-                             "vmhwm_kib": None, "cpu": None, "target": ""})
+                plain(f"W6 lookup {n} entries", "prepared ÷ the same entries as JSON", "req/s",
+                      ratio=paired_ratio(r["lookup"], "buildproxy", "req_s", "buildproxy, JSON"))
     if "W9" in w:
         for kind in ("seq", "par"):
             runs = w["W9"][kind]["runs"]
@@ -1318,12 +1316,8 @@ def summarise(results):
                     against_floor(f"W9 {kind}, buildproxy {name}",
                                   {s: runs[s], loops: runs[loops]},
                                   "req_s", "req/s", None, "", None)
-                    rows.append({"workload": f"W9 {kind}, while a plugin loops",
-                                 "system": f"buildproxy ÷ {name}", "median": None,
-                                 "unit": "req/s",
-                                 "ratio": paired_ratio(runs, "while a plugin loops", "req_s",
-                                                       loops),
-                                 "vmhwm_kib": None, "cpu": None, "target": ""})
+                    plain(f"W9 {kind}, while a plugin loops", f"buildproxy ÷ {name}", "req/s",
+                          ratio=paired_ratio(runs, "while a plugin loops", "req_s", loops))
     # Builds measured in the same rounds (--before): this build's median
     # per-round ratio to each.
     def against_builds(work, runs, key, unit, this="buildproxy"):
@@ -1332,10 +1326,8 @@ def summarise(results):
                 continue
             if not runs[other] or key not in runs[other][0]:
                 continue
-            rows.append({"workload": work, "system": f"{this} ÷ {other.split(' ', 1)[1]}",
-                         "median": None, "unit": unit,
-                         "ratio": paired_ratio(runs, this, key, other),
-                         "vmhwm_kib": None, "cpu": None, "target": ""})
+            plain(work, f"{this} ÷ {other.split(' ', 1)[1]}", unit,
+                  ratio=paired_ratio(runs, this, key, other))
 
     if "W1" in w:
         against_builds("W1 1 GiB replay", w["W1"]["runs"], "mib_s", "MiB/s")

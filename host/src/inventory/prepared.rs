@@ -594,15 +594,14 @@ impl Prepared {
         }
         real.push(name);
         let real = PathBuf::from(real);
-        if let Some(size) = size
-            && self.roots.iter().any(|r| under(&real, r))
-        {
+        if !self.roots.iter().any(|r| under(&real, r)) {
+            return content::check_file(&self.roots, file);
+        }
+        if let Some(size) = size {
             return Ok((real, size));
         }
         match fs::symlink_metadata(&real) {
-            Ok(m) if m.file_type().is_file() && self.roots.iter().any(|r| under(&real, r)) => {
-                Ok((real, m.len()))
-            }
+            Ok(m) if m.file_type().is_file() => Ok((real, m.len())),
             _ => content::check_file(&self.roots, file),
         }
     }
