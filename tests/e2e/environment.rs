@@ -84,6 +84,58 @@ fn capture_bundles_the_system_roots_for_traffic_that_bypasses_the_proxy_and_repl
     assert!(!bundle_body(&s.path("replay-bundle")).contains(&pem_body(&ca.pem_path)));
 }
 
+/// Where glibc copies slowly with `rep movsb` (AMD, glibc before 2.40),
+/// the modes that carry upstream bodies run themselves again with the
+/// threshold set. Either way, the command they run sees `GLIBC_TUNABLES`
+/// exactly as it was given, and a threshold the user set is theirs.
+#[test]
+fn capture_holds_back_rep_movsb_where_it_is_slow_and_its_command_sees_glibc_tunables_as_given() {
+    let s = Scratch::new();
+    let again = buildproxy::glibc::runs_again_here();
+    // The proxy is the command's parent; its environ is what it was
+    // started with the last time (glibc writes into GLIBC_TUNABLES's
+    // value as it reads it, so only the marker and the start are checked).
+    let script = "printf 'child=%s\\n' \"${GLIBC_TUNABLES-unset}\"; \
+                  printf 'marker=%s\\n' \"${BUILDPROXY_GLIBC_TUNABLES_WAS-unset}\"; \
+                  tr '\\0' '\\n' < /proc/$PPID/environ | grep -a -e '^GLIBC_TUNABLES=' -e '^BUILDPROXY_GLIBC_TUNABLES_WAS=' | sed 's/^/proxy: /'";
+    let theirs = "glibc.cpu.x86_rep_movsb_threshold=8192";
+    for given in [None, Some("glibc.malloc.check=0"), Some(theirs)] {
+        // A bound, so that a proxy that ran itself again and again fails
+        // the test instead of hanging it.
+        let mut cmd = Command::new("timeout");
+        cmd.current_dir(s.dir.path())
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove("BUILDPROXY_GLIBC_TUNABLES_WAS")
+            .args([
+                "60", BIN, "capture", "--output", "c.nix", "--", "sh", "-c", script,
+            ]);
+        if let Some(value) = given {
+            cmd.env("GLIBC_TUNABLES", value);
+        }
+        let out = cmd.output().unwrap();
+        let text = text(&out);
+        assert!(out.status.success(), "{given:?}: {text}");
+        assert!(
+            text.contains(&format!("child={}\n", given.unwrap_or("unset"))),
+            "{given:?}: {text}"
+        );
+        assert!(text.contains("marker=unset\n"), "{given:?}: {text}");
+        let ran_again = again && given != Some(theirs);
+        assert_eq!(
+            text.contains("proxy: BUILDPROXY_GLIBC_TUNABLES_WAS="),
+            ran_again,
+            "{given:?}: {text}"
+        );
+        if given.is_none() {
+            assert_eq!(
+                text.contains("proxy: GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold="),
+                ran_again,
+                "{text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_private_temp_directory_is_removed_at_exit_in_each_mode() {
     let s = Scratch::new();
