@@ -87,6 +87,25 @@ pub struct Opened {
     pub expect: Option<nix::Digest>,
 }
 
+/// What an answer that sends none of the body (HEAD, 416) still promises:
+/// the body can be served and is at least its recorded `size`, as a GET
+/// would find (it reads `size` bytes). Without this, HEAD said 200 with a
+/// length for a body that a GET then failed on.
+pub fn check_present(path: &Path, hash: Option<&str>, size: u64) -> Result<(), VerifyError> {
+    let opened = open(path, hash)?;
+    let found = opened.file.metadata().map_err(|err| VerifyError::Read {
+        path: path.to_owned(),
+        err,
+    })?;
+    if found.len() < size {
+        return Err(VerifyError::Short {
+            path: path.to_owned(),
+            size,
+        });
+    }
+    Ok(())
+}
+
 /// Opens `path` for serving a body whose SRI hash is `hash`.
 pub fn open(path: &Path, hash: Option<&str>) -> Result<Opened, VerifyError> {
     let file = open_no_symlinks(path).map_err(|err| VerifyError::Open {

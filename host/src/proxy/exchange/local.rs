@@ -2,11 +2,12 @@
 //! local answer is sent from its bytes or its blob (a file, with HEAD and
 //! Range served from it).
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use sha2::{Digest, Sha256};
 
 use super::{Answer, BodySource, Flow, Pump, response_head, set_length};
+use crate::inventory::verify;
 use crate::proxy::body::{self, ProxyBody};
 use crate::proxy::error::ExchangeError;
 use crate::proxy::policy::{Blob, ResponseHead, Source};
@@ -68,18 +69,29 @@ pub(super) fn respond(
                 id,
                 size: blob.size,
             });
+            let hash = blob.hash.as_deref();
+            // A HEAD or a 416 reads nothing but states the body's size: it
+            // fails as the GET would when the file is gone or short.
+            let present = || {
+                verify::check_present(&path, hash, blob.size)
+                    .map_err(|e| ExchangeError::Blob(e.to_string()))
+            };
             let (start, len) = match apply_range(flow, &mut resp, blob.size) {
                 Ok(r) => r,
-                Err(unsatisfiable) => return Ok(ready(*unsatisfiable, head, summary)),
+                Err(unsatisfiable) => {
+                    present()?;
+                    return Ok(ready(*unsatisfiable, head, summary));
+                }
             };
             set_length(&mut resp, len);
-            if !bodiless {
+            if flow.method == Method::HEAD {
+                present()?;
+            } else if !bodiless {
                 let report = || crate::proxy::file_body::Report {
                     catalog: flow.proxy.catalog.clone(),
                     what: format!("{} {}", flow.request.method, flow.request.url),
                     idle: flow.proxy.timeouts.body_idle,
                 };
-                let hash = blob.hash.as_deref();
                 *resp.body_mut() =
                     crate::proxy::file_body::serve(&path, hash, blob.size, start, len, report)
                         .map_err(ExchangeError::Blob)?;

@@ -217,6 +217,37 @@ async fn a_range_of_a_blob_is_a_206_and_an_unsatisfiable_one_a_416() {
 }
 
 #[tokio::test]
+async fn head_and_416_fail_as_a_get_would_when_the_body_is_gone_or_short() {
+    let (catalog, dir) = (Arc::new(Catalog::default()), tempfile::tempdir().unwrap());
+    let body = blob(&catalog, &dir);
+    let file = dir.path().join("blob");
+    let h = harness_in(catalog, dir, move |_| respond(200, &[], body.clone()), None);
+    let (resp, _) = send(&h, "HEAD", &[]).await;
+    assert_eq!(resp.status(), 200);
+    // Shorter than recorded: a GET reads 10 bytes and cannot.
+    std::fs::write(&file, b"01234").unwrap();
+    for (method, range) in [("GET", None), ("HEAD", None), ("GET", Some("bytes=20-"))] {
+        let headers: Vec<_> = range.map(|r| ("range", r)).into_iter().collect();
+        let (resp, got) = send(&h, method, &headers).await;
+        let text = String::from_utf8_lossy(&got);
+        assert_eq!(resp.status(), 502, "{method} {range:?}: {text}");
+        if method == "GET" {
+            assert!(text.contains("shorter than its recorded size"), "{text}");
+        }
+    }
+    std::fs::remove_file(&file).unwrap();
+    for (method, range) in [("GET", None), ("HEAD", None), ("HEAD", Some("bytes=20-"))] {
+        let headers: Vec<_> = range.map(|r| ("range", r)).into_iter().collect();
+        let (resp, got) = send(&h, method, &headers).await;
+        assert_eq!(resp.status(), 502, "{method} {range:?}");
+        if method == "GET" {
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.contains("the recorded body is gone"), "{text}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_304_for_a_matching_if_none_match_carries_no_body() {
     let (catalog, dir) = (Arc::new(Catalog::default()), tempfile::tempdir().unwrap());
     let body = blob(&catalog, &dir);
