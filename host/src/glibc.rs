@@ -33,7 +33,8 @@ static RAN_AGAIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool:
 /// ([`put_back_environment`]): the commands it runs see the environment
 /// they were given. A `GLIBC_TUNABLES` that already names the threshold is
 /// the user's choice and is left alone. If running again fails (no
-/// `/proc`), the process goes on as it is.
+/// `/proc`), or the process was started through the dynamic loader, it
+/// goes on as it is.
 ///
 /// Running again costs about 2.5 ms of CPU here (the kernel mapping a
 /// large binary again), so `main` asks for it only in the modes that carry
@@ -46,7 +47,6 @@ pub fn prefer_vector_copies() {
     #[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
     {
         use std::os::unix::ffi::OsStrExt;
-        use std::os::unix::process::CommandExt;
 
         // Never a third run, whether or not the environment was put back.
         if RAN_AGAIN.load(std::sync::atomic::Ordering::Relaxed) || std::env::var_os(WAS).is_some() {
@@ -59,22 +59,77 @@ pub fn prefer_vector_copies() {
         if !slow_rep_movsb() {
             return;
         }
-        let mut was = std::ffi::OsString::new();
+        // Started through the dynamic loader (`ld.so ./buildproxy …`), the
+        // executable is the loader, which these arguments would not run.
+        const AT_BASE: libc::c_ulong = 7;
+        // SAFETY: getauxval only reads the auxiliary vector.
+        if unsafe { libc::getauxval(AT_BASE) } == 0 {
+            return;
+        }
+        let mut was = Vec::new();
         if let Some(value) = &given {
-            was.push("=");
-            was.push(value);
+            was.push(b'=');
+            was.extend_from_slice(value.as_bytes());
         }
-        let mut args = std::env::args_os();
-        let mut again = std::process::Command::new("/proc/self/exe");
-        if let Some(arg0) = args.next() {
-            again.arg0(arg0);
+        run_again(&tunables, &was);
+    }
+}
+
+/// `execve` of this program with its arguments and environment as given,
+/// but `GLIBC_TUNABLES` and [`WAS`] set: by its path, so that the process
+/// keeps its name (`ps`, `pkill`), else by `/proc/self/exe`. Not
+/// `Command::exec`, which would also clear the signal mask the process was
+/// started with. Returns only when neither ran.
+#[cfg(all(target_arch = "x86_64", target_os = "linux", target_env = "gnu"))]
+fn run_again(tunables: &[u8], was: &[u8]) {
+    use std::ffi::{CStr, CString};
+    use std::os::unix::ffi::OsStringExt;
+
+    let Ok(argv) = std::env::args_os()
+        .map(|a| CString::new(a.into_vec()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
+    let replaced = |entry: &[u8]| {
+        [&b"GLIBC_TUNABLES"[..], WAS.as_bytes()].iter().any(|name| {
+            entry
+                .strip_prefix(*name)
+                .is_some_and(|r| r.first() == Some(&b'='))
+        })
+    };
+    let mut envp = Vec::new();
+    // SAFETY: `environ` is the process's NULL-terminated environment, and
+    // no other thread exists to change it.
+    unsafe {
+        let mut p = libc::environ.cast_const();
+        while !(*p).is_null() {
+            let entry = CStr::from_ptr(*p);
+            if !replaced(entry.to_bytes()) {
+                envp.push(entry.to_owned());
+            }
+            p = p.add(1);
         }
-        // `exec` returns only when it failed.
-        let _ = again
-            .args(args)
-            .env("GLIBC_TUNABLES", std::ffi::OsStr::from_bytes(&tunables))
-            .env(WAS, was)
-            .exec();
+    }
+    let set = |name: &[u8], value: &[u8]| CString::new([name, b"=", value].concat());
+    let (Ok(t), Ok(w)) = (set(b"GLIBC_TUNABLES", tunables), set(WAS.as_bytes(), was)) else {
+        return;
+    };
+    envp.extend([t, w]);
+    let pointers = |v: &[CString]| -> Vec<*const libc::c_char> {
+        v.iter()
+            .map(|c| c.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    };
+    let (argv, envp) = (pointers(&argv), pointers(&envp));
+    let own = std::env::current_exe()
+        .ok()
+        .and_then(|p| CString::new(p.into_os_string().into_vec()).ok());
+    for path in own.iter().chain([CString::from(c"/proc/self/exe")].iter()) {
+        // SAFETY: NUL-terminated strings in NULL-terminated arrays, alive
+        // across the call; `execve` returns only when it failed.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     }
 }
 

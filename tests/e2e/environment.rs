@@ -87,7 +87,8 @@ fn capture_bundles_the_system_roots_for_traffic_that_bypasses_the_proxy_and_repl
 /// Where glibc copies slowly with `rep movsb` (AMD, glibc before 2.40),
 /// the modes that carry upstream bodies run themselves again with the
 /// threshold set. Either way, the command they run sees `GLIBC_TUNABLES`
-/// exactly as it was given, and a threshold the user set is theirs.
+/// exactly as it was given, the proxy keeps its name, and a threshold the
+/// user set is theirs. (Elsewhere only the environment is checked.)
 #[test]
 fn capture_holds_back_rep_movsb_where_it_is_slow_and_its_command_sees_glibc_tunables_as_given() {
     let s = Scratch::new();
@@ -97,6 +98,7 @@ fn capture_holds_back_rep_movsb_where_it_is_slow_and_its_command_sees_glibc_tuna
     // value as it reads it, so only the marker and the start are checked).
     let script = "printf 'child=%s\\n' \"${GLIBC_TUNABLES-unset}\"; \
                   printf 'marker=%s\\n' \"${BUILDPROXY_GLIBC_TUNABLES_WAS-unset}\"; \
+                  printf 'name=%s\\n' \"$(cat /proc/$PPID/comm)\"; \
                   tr '\\0' '\\n' < /proc/$PPID/environ | grep -a -e '^GLIBC_TUNABLES=' -e '^BUILDPROXY_GLIBC_TUNABLES_WAS=' | sed 's/^/proxy: /'";
     let theirs = "glibc.cpu.x86_rep_movsb_threshold=8192";
     for given in [None, Some("glibc.malloc.check=0"), Some(theirs)] {
@@ -120,6 +122,8 @@ fn capture_holds_back_rep_movsb_where_it_is_slow_and_its_command_sees_glibc_tuna
             "{given:?}: {text}"
         );
         assert!(text.contains("marker=unset\n"), "{given:?}: {text}");
+        // Run again by its path, the process keeps its name (`ps`, `pkill`).
+        assert!(text.contains("name=buildproxy\n"), "{given:?}: {text}");
         let ran_again = again && given != Some(theirs);
         assert_eq!(
             text.contains("proxy: BUILDPROXY_GLIBC_TUNABLES_WAS="),

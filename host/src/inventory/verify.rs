@@ -88,9 +88,10 @@ pub struct Opened {
 }
 
 /// What an answer that sends none of the body (HEAD, 416) still promises:
-/// the body can be served and is at least its recorded `size`, as a GET
-/// would find (it reads `size` bytes). Without this, HEAD said 200 with a
-/// length for a body that a GET then failed on.
+/// the body can be opened for serving and is at least its recorded
+/// `size` (a GET reads `size` bytes: it fails at once on a file that is
+/// gone, and on a short one before or while it streams). Without this,
+/// HEAD said 200 with a length for a body no GET could deliver.
 pub fn check_present(path: &Path, hash: Option<&str>, size: u64) -> Result<(), VerifyError> {
     let opened = open(path, hash)?;
     let found = opened.file.metadata().map_err(|err| VerifyError::Read {

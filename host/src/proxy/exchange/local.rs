@@ -71,7 +71,8 @@ pub(super) fn respond(
             });
             let hash = blob.hash.as_deref();
             // A HEAD or a 416 reads nothing but states the body's size: it
-            // fails as the GET would when the file is gone or short.
+            // fails when the file is gone or short, which a GET could not
+            // deliver either.
             let present = || {
                 verify::check_present(&path, hash, blob.size)
                     .map_err(|e| ExchangeError::Blob(e.to_string()))
