@@ -85,6 +85,8 @@ pub struct Opened {
     pub path: PathBuf,
     /// `None`: a read-only Nix store file, trusted.
     pub expect: Option<nix::Digest>,
+    /// Its length when opened (from the `fstat` that checked its type).
+    pub len: u64,
 }
 
 /// What an answer that sends none of the body (HEAD, 416) still promises:
@@ -93,12 +95,7 @@ pub struct Opened {
 /// gone, and on a short one before or while it streams). Without this,
 /// HEAD said 200 with a length for a body no GET could deliver.
 pub fn check_present(path: &Path, hash: Option<&str>, size: u64) -> Result<(), VerifyError> {
-    let opened = open(path, hash)?;
-    let found = opened.file.metadata().map_err(|err| VerifyError::Read {
-        path: path.to_owned(),
-        err,
-    })?;
-    if found.len() < size {
+    if open(path, hash)?.len < size {
         return Err(VerifyError::Short {
             path: path.to_owned(),
             size,
@@ -141,6 +138,7 @@ pub fn open(path: &Path, hash: Option<&str>) -> Result<Opened, VerifyError> {
         file,
         path: path.to_owned(),
         expect,
+        len: meta.len(),
     })
 }
 
