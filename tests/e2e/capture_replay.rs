@@ -156,6 +156,53 @@ fn head_range_and_conditional_requests_are_answered_from_the_recorded_body() {
 }
 
 #[test]
+fn a_plugin_that_lets_the_host_answer_recorded_requests_is_asked_only_for_the_rest() {
+    let s = Scratch::new();
+    let ca = TestCa::new(s.dir.path());
+    let up = Upstream::start(&ca);
+    let url = up.https_url("/bytes/1000");
+    let (code, err) = capture(
+        s.dir.path(),
+        &ca,
+        &["--store", "store"],
+        &format!("curl -sS '{url}' -o full"),
+    );
+    assert_eq!(code, 0, "{err}");
+    let full = std::fs::read(s.path("full")).unwrap();
+    // The fixture answers 418 "asked" to every request it is asked: only
+    // the plain GET of the recorded URL may be answered without it.
+    let plugin = format!("{}=answer-recorded", fixture_plugin("misbehave").display());
+    let missing = up.https_url("/bytes/7");
+    let script = format!(
+        "curl -sS '{url}' -o got; \
+         curl -sS -H 'If-None-Match: \"x\"' '{url}' > conditional; \
+         curl -sS '{missing}' > missing; \
+         curl -sS -I -o /dev/null -w %{{http_code}} '{url}' > head"
+    );
+    let (code, err) = replay_offline(
+        s.dir.path(),
+        &[
+            "--store",
+            "store",
+            "--no-default-plugins",
+            "--plugin",
+            &plugin,
+        ],
+        &script,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(std::fs::read(s.path("got")).unwrap(), full);
+    for asked in ["conditional", "missing"] {
+        assert_eq!(
+            std::fs::read_to_string(s.path(asked)).unwrap(),
+            "asked",
+            "{asked}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(s.path("head")).unwrap(), "418");
+}
+
+#[test]
 fn fifty_parallel_downloads_capture_and_replay_intact() {
     let s = Scratch::new();
     let ca = TestCa::new(s.dir.path());

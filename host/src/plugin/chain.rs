@@ -20,6 +20,7 @@ use super::bodies::Bodies;
 use super::engine::{Limits, Runtime, TICK};
 use super::fault::{DeadlineExceeded, Fault, FaultReason, MemoryCap, classify};
 use super::lane;
+use super::recorded;
 use super::state::{Counters, HostState, Stash};
 use super::{PluginError, PluginSpec};
 use crate::catalog::Catalog;
@@ -49,6 +50,9 @@ struct Loaded {
     wants: HooksWanted,
     /// The requests its `on-request` is for (`requests.only`); none: all.
     requests: Option<wit::RequestFilter>,
+    /// It asked the host to answer plainly recorded requests in its place
+    /// (`requests.answer-recorded`, see [`recorded`]).
+    answers_recorded: bool,
 }
 
 impl Loaded {
@@ -117,6 +121,7 @@ impl Chain {
                 stash: Stash::default(),
                 wants: HooksWanted::all(),
                 requests: None,
+                answers_recorded: false,
             });
         }
         let mut chain = Self {
@@ -150,7 +155,9 @@ impl Chain {
                         },
                     })?;
             let mut instance = instance;
-            chain.plugins[i].requests = instance.store.data_mut().requests.take();
+            let state = instance.store.data_mut();
+            chain.plugins[i].requests = state.requests.take();
+            chain.plugins[i].answers_recorded = state.answer_recorded;
             chain.plugins[i].pool.lock().unwrap().push(instance);
             chain.plugins[i].wants = wants;
         }
@@ -183,6 +190,7 @@ impl Chain {
                 stash: p.stash.clone(),
                 bodies: self.bodies.clone(),
                 requests: None,
+                answer_recorded: false,
             },
         );
         store.limiter(|s| &mut s.memory);
@@ -285,6 +293,14 @@ impl Chain {
         for (i, p) in self.plugins.iter().enumerate().skip(start) {
             if !p.wants.contains(HooksWanted::ON_REQUEST) || !p.is_for(&req) {
                 continue;
+            }
+            if p.answers_recorded
+                && let Some(response) = recorded::answer(&self.catalog, &req)
+            {
+                return Ok(RequestOutcome::Respond {
+                    by: p.name.clone(),
+                    response: response.into(),
+                });
             }
             let mut l = self.lease(p, Some(id)).await?;
             let (l, sent, r) = lane::run(async move {

@@ -9,7 +9,10 @@ use wasmtime::component::types::ComponentItem;
 
 /// The interface this host speaks.
 pub const PACKAGE: &str = "buildproxy:plugin";
-pub const VERSION: &str = "0.2.0";
+pub const VERSION: &str = "0.2.1";
+/// The versions whose plugins link: a later 0.2 only adds imports, and
+/// wasmtime's linker matches a plugin's 0.2.0 names to this host's 0.2.1.
+const LINKS: &[&str] = &["0.2.0", VERSION];
 
 /// What a plugin may import: the interfaces the host implements.
 const IMPORTS: &[&str] = &[
@@ -70,7 +73,9 @@ pub fn diagnose(engine: &Engine, component: &Component) -> Option<String> {
             ));
         }
         match ours(name) {
-            Some((_, version)) if version != VERSION => return Some(other_version(version, name)),
+            Some((_, version)) if !LINKS.contains(&version) => {
+                return Some(other_version(version, name));
+            }
             Some((iface, _)) if IMPORTS.contains(&iface) => {}
             _ => {
                 return Some(format!(
@@ -86,7 +91,10 @@ pub fn diagnose(engine: &Engine, component: &Component) -> Option<String> {
         .map(|(n, e)| (n.to_string(), e.ty))
         .collect();
     let hooks = format!("{PACKAGE}/hooks@{VERSION}");
-    let Some((_, item)) = exports.iter().find(|(n, _)| *n == hooks) else {
+    let Some((_, item)) = exports
+        .iter()
+        .find(|(n, _)| ours(n).is_some_and(|(i, v)| i == "hooks" && LINKS.contains(&v)))
+    else {
         if let Some((name, (_, version))) = exports
             .iter()
             .find_map(|(n, _)| Some((n, ours(n).filter(|(i, _)| *i == "hooks")?)))
@@ -168,12 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn a_component_of_0_2_0_still_links() {
+        let old = WIT
+            .replace("@0.2.1", "@0.2.0")
+            .replace("answer-recorded: func();", "");
+        assert!(!old.contains("answer-recorded: func") && old.contains("plugin@0.2.0;"));
+        let runtime = Runtime::new(Limits::default(), None).unwrap();
+        chain::link(&runtime, "old", &component(&old), None).unwrap();
+    }
+
+    #[test]
     fn another_interface_version_is_named_with_the_fix() {
-        let err = link_error(&WIT.replace("@0.2.0", "@0.1.0"));
+        let err = link_error(&WIT.replace("@0.2.1", "@0.1.0"));
         assert!(err.contains("plugin mine"), "{err}");
         assert!(
             err.contains("built against buildproxy:plugin@0.1.0")
-                && err.contains("speaks buildproxy:plugin@0.2.0")
+                && err.contains("speaks buildproxy:plugin@0.2.1")
                 && err.contains("Rebuild it with the buildproxy-plugin-sdk of this buildproxy")
                 && err.contains("Moving from 0.1.0"),
             "{err}"
@@ -187,18 +205,25 @@ mod tests {
             "",
         );
         assert_ne!(old, WIT, "the WIT still declares report");
-        let err = link_error(&old);
-        assert!(
-            err.contains("its hooks lack report") && err.contains("older wit/plugin.wit"),
-            "{err}"
-        );
+        // Built against 0.2.0 as well: the version links, so the hook is
+        // what is named.
+        let old_version = old
+            .replace("@0.2.1", "@0.2.0")
+            .replace("answer-recorded: func();", "");
+        for wit in [old, old_version] {
+            let err = link_error(&wit);
+            assert!(
+                err.contains("its hooks lack report") && err.contains("older wit/plugin.wit"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
     fn no_hooks_export_says_how_to_export_them() {
         let err = link_error(&WIT.replace("export hooks;", ""));
         assert!(
-            err.contains("does not export buildproxy:plugin/hooks@0.2.0")
+            err.contains("does not export buildproxy:plugin/hooks@0.2.1")
                 && err.contains("export_plugin!"),
             "{err}"
         );
@@ -229,7 +254,7 @@ mod tests {
         );
         let err = link_error(&wit);
         assert!(
-            err.contains("imports buildproxy:plugin/clock@0.2.0")
+            err.contains("imports buildproxy:plugin/clock@0.2.1")
                 && err.contains("does not provide"),
             "{err}"
         );

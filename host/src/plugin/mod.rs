@@ -22,6 +22,7 @@ pub mod engine;
 pub mod fault;
 pub mod fit;
 mod lane;
+mod recorded;
 pub mod state;
 
 pub use chain::Chain;

@@ -32,6 +32,8 @@ pub struct HostState {
     pub bodies: Arc<Bodies>,
     /// What `requests.only` asked for during `configure` (see `chain`).
     pub requests: Option<requests::Filter>,
+    /// Whether it called `requests.answer-recorded` during `configure`.
+    pub answer_recorded: bool,
 }
 
 /// A plugin's exchange state, by exchange id; the chain removes an
@@ -56,6 +58,11 @@ impl requests::Host for HostState {
         // Read once, after the first instance's `configure`; a call from a
         // hook changes nothing.
         self.requests = Some(filter);
+    }
+
+    fn answer_recorded(&mut self) {
+        // Read, like `only`, after the first instance's `configure`.
+        self.answer_recorded = true;
     }
 }
 

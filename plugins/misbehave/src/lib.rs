@@ -17,6 +17,10 @@
 //! `peek-body` asks for it, keeps its length as exchange state, lets the
 //! request go upstream with its body, and puts the length it kept in the
 //! response's `x-peeked` header (a later hook, maybe another instance).
+//!
+//! `answer-recorded` asks the host to answer plainly recorded requests in
+//! its place (`requests.answer-recorded`) and answers every request it is
+//! still asked with 418 `asked`: a test sees which requests reached it.
 
 use buildproxy_plugin_sdk::{
     Body, Host, Mode, Plugin, Request, RequestAction, Response, ResponseAction, ResponseHead,
@@ -53,7 +57,14 @@ impl Plugin for Misbehave {
         Ok(())
     }
 
+    fn answers_recorded(&self) -> bool {
+        self.how == "answer-recorded"
+    }
+
     fn on_request(&mut self, _host: &dyn Host, _id: u64, mut req: Request) -> RequestAction {
+        if self.how == "answer-recorded" {
+            return text(418, "asked".into());
+        }
         if req.url.contains("/chain") {
             if self.how == "answer-body" || self.how == "peek-body" {
                 return RequestAction::WantBody;

@@ -14,6 +14,12 @@
 //!
 //! Range requests are the host's: it serves 206 from the file.
 //!
+//! A plain `GET` of a URL recorded once (no conditional headers, one entry
+//! recorded without request headers) gets that entry whatever else the
+//! request says, so the plugin lets the host give it without a call
+//! (`answers_recorded`, `requests.answer-recorded`): in replay, most
+//! requests never reach it.
+//!
 //! Config: empty.
 
 use buildproxy_plugin_sdk::{
@@ -163,6 +169,13 @@ impl Plugin for Replay {
         } else {
             Hooks::empty()
         }
+    }
+
+    /// A plain `GET` of a URL recorded once gets its entry from `answer`
+    /// (nothing to negotiate, no validators to compare): the host may
+    /// give it without a call.
+    fn answers_recorded(&self) -> bool {
+        self.enabled
     }
 
     fn on_request(&mut self, host: &dyn Host, _id: u64, req: Request) -> RequestAction {

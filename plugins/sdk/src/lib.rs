@@ -127,6 +127,15 @@ pub trait Plugin {
     fn requests(&self) -> Option<RequestFilter> {
         None
     }
+    /// Whether the host may answer, in this plugin's place, a plain `GET`
+    /// of a URL recorded once (no conditional headers, one entry recorded
+    /// without request headers) with that entry, without calling
+    /// [`Plugin::on_request`]; asked right after [`Plugin::requests`]. Say
+    /// yes only when that entry is what `on_request` would answer with: it
+    /// then never sees those requests. The default, no, is always correct.
+    fn answers_recorded(&self) -> bool {
+        false
+    }
     fn on_request(&mut self, _host: &dyn Host, _id: u64, _req: Request) -> RequestAction {
         RequestAction::Pass
     }

@@ -77,6 +77,9 @@ impl Guest for Adapter {
             if let Some(filter) = p.requests() {
                 requests::only(&filter);
             }
+            if p.answers_recorded() {
+                requests::answer_recorded();
+            }
             Ok(p.hooks())
         })
     }
