@@ -264,8 +264,12 @@ impl Catalog {
                 entries
             }
             Err(err) => {
-                eprintln!("buildproxy: error: {err}");
-                self.record_error(err.to_string());
+                // Once per damaged record: the host's answer for a plugin
+                // (`requests.answer-recorded`) and the plugin's own lookup
+                // may both read it for one request.
+                if self.record_error(err.to_string()) {
+                    eprintln!("buildproxy: error: {err}");
+                }
                 Vec::new()
             }
         }
@@ -370,14 +374,15 @@ impl Catalog {
     }
 
     /// A failure that names no URL (a damaged content record).
-    pub fn record_error(&self, what: String) {
+    /// Whether it is new: the summary lists each error once.
+    pub fn record_error(&self, what: String) -> bool {
         self.tell(Told {
             kind: Kind::Failed,
             url: None,
             method: None,
             reason: what,
             by: None,
-        });
+        })
     }
 
     /// The failures, as the summary prints them.
@@ -387,22 +392,24 @@ impl Catalog {
 
     /// Keeps a line for the summary, unless one of its kind was kept for
     /// its URL (or, without one, its reason) already. Past [`KEPT`] lines
-    /// they are counted, not kept.
-    pub fn tell(&self, told: Told) {
+    /// they are counted, not kept. Whether it was new (kept or counted).
+    pub fn tell(&self, told: Told) -> bool {
         let mut all = self.told.lock().unwrap();
         let about = told.url.clone().unwrap_or_else(|| told.reason.clone());
         let order = all.len() as u64;
         let full = all.len() >= KEPT;
-        if let std::collections::btree_map::Entry::Vacant(slot) = all.entry((told.kind, about)) {
-            if told.kind == Kind::Failed {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            if full {
-                self.errors_dropped.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+        let std::collections::btree_map::Entry::Vacant(slot) = all.entry((told.kind, about)) else {
+            return false;
+        };
+        if told.kind == Kind::Failed {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if full {
+            self.errors_dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
             slot.insert((order, told));
         }
+        true
     }
 
     /// What the summary says, in the order it was first said.
@@ -505,13 +512,14 @@ mod tests {
         let c = Catalog::default();
         let url = "https://a.test/x";
         c.record_failure("GET", url, "upstream reset".into());
-        c.tell(Told {
+        let again = c.tell(Told {
             kind: Kind::Failed,
             url: Some(url.into()),
             method: None,
             reason: "not recorded: upstream reset".into(),
             by: Some("capture".into()),
         });
+        assert!(!again, "told already");
         c.tell(Told {
             kind: Kind::Note,
             url: Some(url.into()),
@@ -527,5 +535,14 @@ mod tests {
         );
         assert_eq!(c.stats.errors.load(Ordering::Relaxed), 1);
         assert_eq!(c.told().len(), 2);
+    }
+
+    /// The caller prints an error only when it is new.
+    #[test]
+    fn an_error_recorded_again_says_it_is_not_new() {
+        let c = Catalog::default();
+        assert!(c.record_error("a damaged record".into()));
+        assert!(!c.record_error("a damaged record".into()));
+        assert_eq!(c.errors(), ["a damaged record"]);
     }
 }

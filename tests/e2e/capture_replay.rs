@@ -121,12 +121,14 @@ fn the_hash_is_of_the_body_fetchurl_gets_even_when_the_client_asked_for_gzip() {
     );
 }
 
-#[test]
-fn head_range_and_conditional_requests_are_answered_from_the_recorded_body() {
+/// `path` on a fresh test upstream, captured by curl into `store` in a
+/// scratch directory: the directory, the upstream (still serving), the URL
+/// and the bytes curl got.
+fn captured_into_store(path: &str) -> (Scratch, Upstream, String, Vec<u8>) {
     let s = Scratch::new();
     let ca = TestCa::new(s.dir.path());
     let up = Upstream::start(&ca);
-    let url = up.https_url("/bytes/1000000");
+    let url = up.https_url(path);
     let (code, err) = capture(
         s.dir.path(),
         &ca,
@@ -135,6 +137,12 @@ fn head_range_and_conditional_requests_are_answered_from_the_recorded_body() {
     );
     assert_eq!(code, 0, "{err}");
     let full = std::fs::read(s.path("full")).unwrap();
+    (s, up, url, full)
+}
+
+#[test]
+fn head_range_and_conditional_requests_are_answered_from_the_recorded_body() {
+    let (s, _up, url, full) = captured_into_store("/bytes/1000000");
     let script = format!(
         "curl -sS -I '{url}' > head; curl -sS -r 1000-1999 '{url}' -o range; curl -sS -r -10 '{url}' -o tail; \
          etag=$(grep -i ^etag head | cut -d\" \" -f2 | tr -d \"\\r\"); \
@@ -157,18 +165,7 @@ fn head_range_and_conditional_requests_are_answered_from_the_recorded_body() {
 
 #[test]
 fn a_plugin_that_lets_the_host_answer_recorded_requests_is_asked_only_for_the_rest() {
-    let s = Scratch::new();
-    let ca = TestCa::new(s.dir.path());
-    let up = Upstream::start(&ca);
-    let url = up.https_url("/bytes/1000");
-    let (code, err) = capture(
-        s.dir.path(),
-        &ca,
-        &["--store", "store"],
-        &format!("curl -sS '{url}' -o full"),
-    );
-    assert_eq!(code, 0, "{err}");
-    let full = std::fs::read(s.path("full")).unwrap();
+    let (s, up, url, full) = captured_into_store("/bytes/1000");
     // The fixture answers 418 "asked" to every request it is asked: only
     // the plain GET of the recorded URL may be answered without it.
     let plugin = format!("{}=answer-recorded", fixture_plugin("misbehave").display());

@@ -157,11 +157,21 @@ impl Chain {
             let mut instance = instance;
             let state = instance.store.data_mut();
             chain.plugins[i].requests = state.requests.take();
-            chain.plugins[i].answers_recorded = state.answer_recorded;
+            chain.plugins[i].answers_recorded = state.answers_recorded;
             chain.plugins[i].pool.lock().unwrap().push(instance);
             chain.plugins[i].wants = wants;
         }
         Ok(chain)
+    }
+
+    /// Every plugin is called, as if none had asked for
+    /// `requests.answer-recorded`: what the host's answers are checked
+    /// against.
+    #[cfg(test)]
+    pub(super) fn ask_every_plugin(&mut self) {
+        for p in &mut self.plugins {
+            p.answers_recorded = false;
+        }
     }
 
     /// The plugins that want a hook, in chain order.
@@ -190,7 +200,7 @@ impl Chain {
                 stash: p.stash.clone(),
                 bodies: self.bodies.clone(),
                 requests: None,
-                answer_recorded: false,
+                answers_recorded: false,
             },
         );
         store.limiter(|s| &mut s.memory);

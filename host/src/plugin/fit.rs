@@ -10,9 +10,24 @@ use wasmtime::component::types::ComponentItem;
 /// The interface this host speaks.
 pub const PACKAGE: &str = "buildproxy:plugin";
 pub const VERSION: &str = "0.2.1";
-/// The versions whose plugins link: a later 0.2 only adds imports, and
-/// wasmtime's linker matches a plugin's 0.2.0 names to this host's 0.2.1.
-const LINKS: &[&str] = &["0.2.0", VERSION];
+/// Versions of one track link: a later 0.2 only adds, and wasmtime's
+/// linker matches a plugin's 0.2.0 names to this host's 0.2.1.
+const TRACK: &str = "0.2.";
+
+/// The last number of a version of this track (0 for any other).
+fn patch(version: &str) -> u32 {
+    version
+        .strip_prefix(TRACK)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Whether a plugin built against `version` is of this host's track.
+fn same_track(version: &str) -> bool {
+    version
+        .strip_prefix(TRACK)
+        .is_some_and(|patch| patch.parse::<u32>().is_ok())
+}
 
 /// What a plugin may import: the interfaces the host implements.
 const IMPORTS: &[&str] = &[
@@ -64,6 +79,7 @@ fn other_version(version: &str, item: &str) -> String {
 /// component looks right (then wasmtime's own message is all there is).
 pub fn diagnose(engine: &Engine, component: &Component) -> Option<String> {
     let ty = component.component_type();
+    let mut newer = None;
     for (name, _) in ty.imports(engine) {
         if name.starts_with("wasi:") {
             return Some(format!(
@@ -73,10 +89,19 @@ pub fn diagnose(engine: &Engine, component: &Component) -> Option<String> {
             ));
         }
         match ours(name) {
-            Some((_, version)) if !LINKS.contains(&version) => {
+            Some((_, version)) if !same_track(version) => {
                 return Some(other_version(version, name));
             }
-            Some((iface, _)) if IMPORTS.contains(&iface) => {}
+            Some((iface, version)) if IMPORTS.contains(&iface) => {
+                if patch(version) > patch(VERSION) {
+                    newer = Some(format!(
+                        "it was built against {PACKAGE}@{version} ({name}), newer than this \
+                         buildproxy's {VERSION}, and may use what this one lacks: run a \
+                         buildproxy that speaks {version}, or rebuild it with the \
+                         buildproxy-plugin-sdk of this one"
+                    ));
+                }
+            }
             _ => {
                 return Some(format!(
                     "it imports {name}, which buildproxy does not provide: a plugin may import \
@@ -93,7 +118,7 @@ pub fn diagnose(engine: &Engine, component: &Component) -> Option<String> {
     let hooks = format!("{PACKAGE}/hooks@{VERSION}");
     let Some((_, item)) = exports
         .iter()
-        .find(|(n, _)| ours(n).is_some_and(|(i, v)| i == "hooks" && LINKS.contains(&v)))
+        .find(|(n, _)| ours(n).is_some_and(|(i, v)| i == "hooks" && same_track(v)))
     else {
         if let Some((name, (_, version))) = exports
             .iter()
@@ -128,7 +153,7 @@ pub fn diagnose(engine: &Engine, component: &Component) -> Option<String> {
             missing.join(", ")
         ));
     }
-    None
+    newer
 }
 
 #[cfg(test)]
@@ -183,6 +208,21 @@ mod tests {
         assert!(!old.contains("answer-recorded: func") && old.contains("plugin@0.2.0;"));
         let runtime = Runtime::new(Limits::default(), None).unwrap();
         chain::link(&runtime, "old", &component(&old), None).unwrap();
+    }
+
+    #[test]
+    fn a_newer_version_that_does_not_link_says_which_buildproxy_to_run() {
+        let newer = WIT.replace("@0.2.1", "@0.2.9").replace(
+            "answer-recorded: func();",
+            "answer-recorded: func();\n  answer-later: func();",
+        );
+        let err = link_error(&newer);
+        assert!(
+            err.contains("built against buildproxy:plugin@0.2.9")
+                && err.contains("newer than this buildproxy's 0.2.1")
+                && err.contains("run a buildproxy that speaks 0.2.9"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct HostState {
     /// What `requests.only` asked for during `configure` (see `chain`).
     pub requests: Option<requests::Filter>,
     /// Whether it called `requests.answer-recorded` during `configure`.
-    pub answer_recorded: bool,
+    pub answers_recorded: bool,
 }
 
 /// A plugin's exchange state, by exchange id; the chain removes an
@@ -62,7 +62,7 @@ impl requests::Host for HostState {
 
     fn answer_recorded(&mut self) {
         // Read, like `only`, after the first instance's `configure`.
-        self.answer_recorded = true;
+        self.answers_recorded = true;
     }
 }
 

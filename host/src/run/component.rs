@@ -41,7 +41,8 @@ pub fn run(args: ComponentArgs) -> Result<i32> {
     std::fs::write(&args.output, &component)
         .with_context(|| format!("writing {}", args.output.display()))?;
     eprintln!(
-        "buildproxy: wrote {} ({} bytes), a {}@{} plugin; load it with --plugin {}",
+        "buildproxy: wrote {} ({} bytes), a plugin that links with this buildproxy ({}@{}); \
+         load it with --plugin {}",
         args.output.display(),
         component.len(),
         fit::PACKAGE,

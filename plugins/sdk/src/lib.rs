@@ -112,15 +112,15 @@ pub trait Plugin {
     fn configure(&mut self, _host: &dyn Host, _mode: Mode, _config: &str) -> Result<(), String> {
         Ok(())
     }
-    /// The hooks this plugin has an opinion on, asked right after
-    /// `configure` (so it may depend on the mode and config). The default,
+    /// The hooks this plugin has an opinion on, asked after `configure`
+    /// (so it may depend on the mode and config). The default,
     /// every hook, is always correct; naming fewer spares each request the
     /// calls the plugin would answer "no opinion" to.
     fn hooks(&self) -> Hooks {
         Hooks::all()
     }
     /// The requests [`Plugin::on_request`] is for, asked right after
-    /// [`Plugin::hooks`]. The default, none (every request), is always
+    /// [`Plugin::configure`]. The default, none (every request), is always
     /// correct; a filter spares every other request a call that copies it
     /// into the plugin only to hear "pass". A superset is fine: `on_request`
     /// still decides.
