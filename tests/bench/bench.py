@@ -31,6 +31,8 @@ Workloads:
       proxy's CPU seconds per GiB, against the CPU of the two endpoints
       of the direct download in the same round (nginx's workers + curl):
       a capturing proxy does both ends' TLS and socket work, and hashes.
+      Also through a second nginx that only relays (TLS 1.3 in and out,
+      in-memory buffers): the CPU any proxy that sees the bytes pays.
 - W5  W2 through `buildproxy proxy` (upstream nginx) with the bundled
       chain vs `--no-default-plugins`: the cost of the plugin hooks.
 - W6  replay of a prepared content (`buildproxy prepare`) of 1k/10k/100k
@@ -109,6 +111,8 @@ W8_FILES, W8_COMMITS, W8_EDITS = 1000, 30, 50
 W8_CLONES = {"full": [], "depth 1": ["--depth", "1"]}
 # Workloads that serve the generated files (W1-W6, W9) and need them written.
 HTTP_DATA = {"W1", "W2", "W3", "W4", "W5", "W6", "W9"}
+# W4's relay (`Bench.start_relay`): TLS in and out, nothing else.
+RELAY = "nginx relay, TLS both sides"
 
 
 def log(msg):
@@ -309,6 +313,14 @@ http {{
 }}
 """)
 
+    def run_nginx(self, d, port, name):
+        """nginx with `d`/nginx.conf (`write_nginx_conf`), once it accepts
+        connections on `port`."""
+        p = self.spawn(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"),
+                        "-e", str(d / "error.log")], name)
+        wait_connect(port, p)
+        return p
+
     def start_nginx(self):
         d = self.work / "nginx"
         shutil.rmtree(d, ignore_errors=True)
@@ -321,11 +333,36 @@ http {{
                  "  keepalive_requests 1000000;\n"
                  "  keepalive_timeout 300s;\n",
             server=f"    root {self.data};\n")
-        cmd = ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
-        self.nginx = self.spawn(cmd, "nginx")
-        wait_connect(self.nginx_port, self.nginx)
+        self.nginx = self.run_nginx(d, self.nginx_port, "nginx")
         self.base = f"https://127.0.0.1:{self.nginx_port}"
         log(f"nginx on {self.base}")
+
+    def start_relay(self):
+        """W4's floor for a capturing proxy: a second nginx that relays the
+        origin's files, terminating TLS on both sides (TLS 1.3 both ways, as
+        a capture speaks) and doing nothing else: no hash, no store, no
+        plugins. Buffers in memory only (`proxy_max_temp_file_size 0`), so
+        it never writes the body to disk."""
+        d = self.work / "nginx-relay"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir()
+        self.relay_port = free_port()
+        self.write_nginx_conf(
+            d, self.relay_port,
+            http="  access_log off;\n"
+                 "  proxy_http_version 1.1;\n"
+                 "  proxy_buffering on;\n"
+                 "  proxy_buffer_size 64k;\n"
+                 "  proxy_buffers 8 256k;\n"
+                 "  proxy_busy_buffers_size 512k;\n"
+                 "  proxy_max_temp_file_size 0;\n"
+                 "  proxy_ssl_protocols TLSv1.3;\n"
+                 # one handshake per download: its check is not the
+                 # bulk cost measured here
+                 "  proxy_ssl_verify off;\n",
+            server=f"    location / {{ proxy_pass https://127.0.0.1:{self.nginx_port}; }}\n")
+        self.relay = self.run_nginx(d, self.relay_port, "nginx-relay")
+        log(f"nginx relay on https://127.0.0.1:{self.relay_port}")
 
     def write_content(self):
         """The replay content, in the JSON Nix builds from proxy_content.nix:
@@ -638,10 +675,11 @@ http {{
                 "wall_s": wall, "vmhwm_kib": hwm,
                 "cpu_s": (utime + stime) / os.sysconf("SC_CLK_TCK")}
 
-    def nginx_cpu(self):
+    def nginx_cpu(self, nginx=None):
         """{pid: CPU seconds so far} of nginx's workers (the master only
         waits); a worker that exits meanwhile is left out."""
-        kids = Path(f"/proc/{self.nginx.pid}/task/{self.nginx.pid}/children")
+        pid = (nginx or self.nginx).pid
+        kids = Path(f"/proc/{pid}/task/{pid}/children")
         out = {}
         for pid in kids.read_text().split():
             try:
@@ -667,17 +705,32 @@ http {{
         out["cpu_s"] = out["nginx_cpu_s"] + out["curl_cpu_s"]
         return out
 
+    def relay_cpu(self):
+        """The big file through the relay (`start_relay`): the relay's
+        workers' CPU, the part a capturing proxy does too."""
+        r0 = self.nginx_cpu(self.relay)
+        size, total = self.download(f"https://127.0.0.1:{self.relay_port}/big.bin", None)
+        if size != self.big_size:
+            raise RuntimeError(f"big.bin via the relay: {size} bytes")
+        cpu = sum(c - r0.get(pid, 0.0) for pid, c in self.nginx_cpu(self.relay).items())
+        return {"mib_s": size / (1 << 20) / total, "seconds": total, "cpu_s": cpu}
+
     def w4(self):
         befores = {f"buildproxy {name}": b for name, b in self.before.items()}
+        self.start_relay()
 
         def measure(s):
             if s == "direct":
                 return self.direct_cpu()
+            if s == RELAY:
+                return self.relay_cpu()
             if s in befores:
                 return self.capture_once(binary=befores[s])
             return self.capture_once(store=s == "buildproxy")
-        systems = ["direct", "buildproxy", "buildproxy, no --store", *befores]
-        return {"runs": self.rounds("W4", systems, measure)}
+        systems = ["direct", RELAY, "buildproxy", "buildproxy, no --store", *befores]
+        out = {"runs": self.rounds("W4", systems, measure)}
+        self.stop(self.relay)
+        return out
 
     def w5(self):
         bundled, bundled_url = self.start_buildproxy(
@@ -1073,10 +1126,8 @@ http {{
       fastcgi_pass unix:{sock};
     }}
 """)
-        p = self.spawn(["nginx", "-p", str(d), "-c", str(d / "nginx.conf"),
-                        "-e", str(d / "error.log")], "git-nginx")
+        p = self.run_nginx(d, port, "git-nginx")
         self.git_server = [p, fcgi]
-        wait_connect(port, p)
         url = f"https://127.0.0.1:{port}/{bare.name}"
         # The smart protocol, version 2, or the numbers mean nothing.
         out = subprocess.run(["git", "ls-remote", url, "refs/heads/main"], check=True,
@@ -1258,7 +1309,7 @@ def summarise(results):
         runs = w["W4"]["runs"]
         rss = {s: {"vmhwm_kib": max(r["vmhwm_kib"] for r in runs[s]),
                    "cpu_s": statistics.median(r["cpu_s"] for r in runs[s]) * p["runs"]}
-               for s in runs if s != "direct"}
+               for s in runs if s not in ("direct", RELAY)}
         add("W4 1 GiB capture", runs, "mib_s", "MiB/s", rss,
             f"{TARGETS['W4']}; {TARGETS['W4 cpu']}", per_gib)
         if runs["direct"] and "cpu_s" in runs["direct"][0]:
@@ -1270,10 +1321,18 @@ def summarise(results):
                 plain("W4 1 GiB, CPU-s/GiB", label, "CPU-s",
                       median=median_of(runs["direct"], key) / gib)
             for system in runs:
-                if system != "direct":
+                if system not in ("direct", RELAY):
                     plain("W4 1 GiB, CPU-s/GiB", f"{system} ÷ (nginx + curl)", "CPU-s",
                           median=median_of(runs[system], "cpu_s") / gib,
                           ratio=paired_ratio(runs, system, "cpu_s"))
+        if runs.get(RELAY):
+            # The floor of any proxy that sees the bytes: TLS in and out.
+            plain("W4 1 GiB, CPU-s/GiB", RELAY, "CPU-s",
+                  median=median_of(runs[RELAY], "cpu_s") / gib)
+            for system in runs:
+                if system.startswith("buildproxy"):
+                    plain("W4 1 GiB, CPU-s/GiB", f"{system} ÷ the relay", "CPU-s",
+                          ratio=paired_ratio(runs, system, "cpu_s", RELAY))
     if "W5" in w:
         for kind in ("seq", "par"):
             add(f"W5 {kind} proxy mode", w["W5"][kind]["runs"], "req_s", "req/s",
