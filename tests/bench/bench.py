@@ -32,7 +32,7 @@ Workloads:
       of the direct download in the same round (nginx's workers + curl):
       a capturing proxy does both ends' TLS and socket work, and hashes.
       Also through a second nginx that only relays (TLS 1.3 in and out,
-      in-memory buffers): the CPU any proxy that sees the bytes pays.
+      in-memory buffers): what a proxy that only relays the bytes pays.
 - W5  W2 through `buildproxy proxy` (upstream nginx) with the bundled
       chain vs `--no-default-plugins`: the cost of the plugin hooks.
 - W6  replay of a prepared content (`buildproxy prepare`) of 1k/10k/100k
@@ -338,7 +338,7 @@ http {{
         log(f"nginx on {self.base}")
 
     def start_relay(self):
-        """W4's floor for a capturing proxy: a second nginx that relays the
+        """W4's reference for a capturing proxy: a second nginx that relays the
         origin's files, terminating TLS on both sides (TLS 1.3 both ways, as
         a capture speaks) and doing nothing else: no hash, no store, no
         plugins. Buffers in memory only (`proxy_max_temp_file_size 0`), so
@@ -1326,7 +1326,7 @@ def summarise(results):
                           median=median_of(runs[system], "cpu_s") / gib,
                           ratio=paired_ratio(runs, system, "cpu_s"))
         if runs.get(RELAY):
-            # The floor of any proxy that sees the bytes: TLS in and out.
+            # What a proxy that only relays the bytes pays: TLS in and out.
             plain("W4 1 GiB, CPU-s/GiB", RELAY, "CPU-s",
                   median=median_of(runs[RELAY], "cpu_s") / gib)
             for system in runs:
