@@ -14,19 +14,14 @@ pub const VERSION: &str = "0.2.1";
 /// linker matches a plugin's 0.2.0 names to this host's 0.2.1.
 const TRACK: &str = "0.2.";
 
-/// The last number of a version of this track (0 for any other).
-fn patch(version: &str) -> u32 {
-    version
-        .strip_prefix(TRACK)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
+/// The last number of `version` when it is of this host's track.
+fn patch(version: &str) -> Option<u32> {
+    version.strip_prefix(TRACK)?.parse().ok()
 }
 
 /// Whether a plugin built against `version` is of this host's track.
 fn same_track(version: &str) -> bool {
-    version
-        .strip_prefix(TRACK)
-        .is_some_and(|patch| patch.parse::<u32>().is_ok())
+    patch(version).is_some()
 }
 
 /// What a plugin may import: the interfaces the host implements.

@@ -3,10 +3,10 @@
 //!
 //! Why: a call into a plugin copies the request in and, for replay, the
 //! recorded entry out, string by string (each one a call into the plugin's
-//! allocator), and then the answer back: measured on replayed 4 KiB files,
-//! 20–30 µs of the proxy's 110–125 µs of CPU a request. Most replayed requests
-//! are a plain `GET` of a URL recorded once, and for those every answer a
-//! plugin like `replay` can give is the entry itself. The plugin still
+//! allocator), and then the answer back: measured on replayed 4 KiB
+//! files, 20–30 µs of the proxy's 110–125 µs of CPU a request. Most
+//! replayed requests are a plain `GET` of a URL recorded once, and for
+//! those every answer a plugin like `replay` can give is the entry itself. The plugin still
 //! decides that it wants this (it calls `answer-recorded` in `configure`),
 //! and still answers everything else: conditional requests (304), `HEAD`,
 //! negotiated URLs, misses. Those the host declines after its lookup (a
